@@ -1,0 +1,50 @@
+"""The ``tcsa-uda`` command line: one sub-command per pipeline stage.
+
+Each sub-command lives in its own module of this package, parses its arguments and calls one
+Python function of the library. User-facing errors (:class:`tcsa_uda.errors.TcsaUdaError`) are
+printed without a traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from tcsa_uda.cli.app import app
+from tcsa_uda.errors import TcsaUdaError
+
+# Modules that register sub-commands on ``app`` when imported (one per command or command group).
+COMMAND_MODULES: tuple[str, ...] = (
+    "phantom",
+    "verify",
+    "prepare",
+)
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"tcsa_uda.cli.{_name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit status."""
+    try:
+        app(args=argv, prog_name="tcsa-uda", standalone_mode=False)
+    except TcsaUdaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # typer/click exit (e.g. a command's typer.Exit)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except Exception as exc:  # click usage errors carry their own formatting
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            print("Aborted.", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data stage: dataset contract, verification, built-in phantom benchmark, slice preparation."""

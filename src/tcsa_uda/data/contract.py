@@ -1,0 +1,314 @@
+"""The dataset contract: a folder with a ``dataset.json`` (see docs/dataset_format.md).
+
+``dataset.json`` names the classes (``labels``: class name -> consecutive id from 0 =
+background), optional long ``class_descriptions`` used in text prompts, and the ``domains``
+(modalities), each with a ``modality`` phrase and a list of cases. A case has an ``id``, an
+``image`` path, an optional ``label`` path (target-domain images may be unlabelled) and a
+``split`` in train / val / test. All paths are relative to the dataset folder.
+
+:func:`parse_dataset` checks the structure only (keys, types, ids) and returns every problem it
+finds; :func:`load_dataset` raises one :class:`DatasetError` listing them. File contents are
+checked by :mod:`tcsa_uda.data.verify`.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tcsa_uda.atomic import atomic_write_json
+from tcsa_uda.errors import DatasetError, MissingPathError
+
+DATASET_FILE = "dataset.json"
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+TOP_KEYS = {"name", "labels", "class_descriptions", "domains", "description", "reference", "licence", "license"}
+DOMAIN_KEYS = {"modality", "cases", "channel", "description"}
+CASE_KEYS = {"id", "image", "label", "split"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a dataset: where it is, in which file, and what is wrong."""
+
+    where: str
+    file: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.where}] {self.file}: {self.message}"
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One volume of one domain. Paths are relative to the dataset folder."""
+
+    id: str
+    image: str
+    split: str
+    label: str | None = None
+
+    def image_path(self, root: Path) -> Path:
+        return root / self.image
+
+    def label_path(self, root: Path) -> Path | None:
+        return None if self.label is None else root / self.label
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """One imaging modality (domain): a modality phrase for prompts and its cases.
+
+    ``channel`` selects one volume of a 4D image (e.g. one sequence of a multi-sequence file).
+    """
+
+    name: str
+    modality: str
+    cases: tuple[CaseSpec, ...]
+    channel: int | None = None
+
+    def select(self, split: str | None = None, labelled: bool | None = None) -> list[CaseSpec]:
+        """Cases of ``split`` (all when None), optionally only (un)labelled ones."""
+        out = [c for c in self.cases if split is None or c.split == split]
+        if labelled is not None:
+            out = [c for c in out if (c.label is not None) == labelled]
+        return out
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed ``dataset.json``; ``root`` is the folder that holds it."""
+
+    name: str
+    labels: dict[str, int]
+    domains: dict[str, DomainSpec]
+    root: Path
+    class_descriptions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names ordered by id (index 0 is background)."""
+        return [name for name, _ in sorted(self.labels.items(), key=lambda kv: kv[1])]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def domain(self, name: str) -> DomainSpec:
+        if name not in self.domains:
+            raise DatasetError(
+                f"{self.root / DATASET_FILE}: no domain {name!r}; the dataset has {', '.join(self.domains)}."
+            )
+        return self.domains[name]
+
+    def description(self, class_name: str) -> str:
+        """The long description of a class, or its name when none is given."""
+        return self.class_descriptions.get(class_name, class_name)
+
+
+def _check_labels(labels: Any, file: str, problems: list[Problem]) -> dict[str, int]:
+    if not isinstance(labels, Mapping) or not labels:
+        problems.append(Problem("labels", file, f"expected a non-empty mapping of class name -> id, found {labels!r}"))
+        return {}
+    out: dict[str, int] = {}
+    for name, value in labels.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(Problem(f"labels.{name}", file, f"expected an integer id, found {value!r}"))
+            continue
+        out[str(name)] = value
+    ids = sorted(out.values())
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        problems.append(Problem("labels", file, f"expected distinct ids, found ids used twice: {dup}"))
+    elif ids and ids != list(range(len(ids))):
+        problems.append(
+            Problem("labels", file, f"expected consecutive ids 0..{len(ids) - 1} (0 = background), found {ids}")
+        )
+    if out and 0 not in out.values():
+        problems.append(Problem("labels", file, "expected id 0 for the background class, found none"))
+    return out
+
+
+def _check_case(raw: Any, domain: str, index: int, file: str, problems: list[Problem], warns: list[str]) -> CaseSpec | None:
+    where = f"{domain}/cases[{index}]"
+    if not isinstance(raw, Mapping):
+        problems.append(Problem(where, file, f"expected a mapping with id, image, split, found {raw!r}"))
+        return None
+    cid = raw.get("id")
+    if isinstance(cid, str) and cid:
+        where = f"{domain}/{cid}"
+    else:
+        problems.append(Problem(where, file, f"expected a non-empty string 'id', found {cid!r}"))
+    image = raw.get("image")
+    if not isinstance(image, str) or not image:
+        problems.append(Problem(where, file, f"expected a relative path string 'image', found {image!r}"))
+    label = raw.get("label")
+    if label is not None and (not isinstance(label, str) or not label):
+        problems.append(Problem(where, file, f"expected 'label' to be a relative path string or absent, found {label!r}"))
+    split = raw.get("split")
+    if split not in SPLITS:
+        problems.append(Problem(where, file, f"expected 'split' in {list(SPLITS)}, found {split!r}"))
+    for key in ("image", "label"):
+        value = raw.get(key)
+        if isinstance(value, str) and Path(value).is_absolute():
+            problems.append(Problem(where, file, f"expected '{key}' relative to the dataset folder, found absolute path {value!r}"))
+    unknown = sorted(set(raw) - CASE_KEYS)
+    if unknown:
+        warns.append(f"{file} [{where}]: unknown key(s) {unknown} ignored (known: {sorted(CASE_KEYS)})")
+    if not (isinstance(cid, str) and cid and isinstance(image, str) and image and split in SPLITS):
+        return None
+    if label is not None and not isinstance(label, str):
+        return None
+    return CaseSpec(id=cid, image=image, split=split, label=label or None)
+
+
+def parse_dataset(data: Any, root: Path, file: str | None = None) -> tuple[DatasetSpec | None, list[Problem], list[str]]:
+    """Check the structure of a ``dataset.json`` mapping.
+
+    Args:
+        data: the decoded JSON.
+        root: the dataset folder (paths in ``data`` are relative to it).
+        file: name used in messages (default ``root/dataset.json``).
+
+    Returns:
+        ``(spec, problems, warnings)``; ``spec`` is None when the structure is unusable.
+    """
+    file = file or str(root / DATASET_FILE)
+    problems: list[Problem] = []
+    warns: list[str] = []
+    if not isinstance(data, Mapping):
+        return None, [Problem("dataset", file, f"expected a JSON object at the top level, found {type(data).__name__}")], warns
+    for key in ("name", "labels", "domains"):
+        if key not in data:
+            problems.append(Problem(key, file, f"required key '{key}' is missing"))
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        warns.append(f"{file}: unknown top-level key(s) {unknown} ignored (known: {sorted(TOP_KEYS)})")
+    name = data.get("name", "")
+    if "name" in data and (not isinstance(name, str) or not name):
+        problems.append(Problem("name", file, f"expected a non-empty string, found {name!r}"))
+    labels = _check_labels(data.get("labels"), file, problems) if "labels" in data else {}
+    descriptions_raw = data.get("class_descriptions", {}) or {}
+    descriptions: dict[str, str] = {}
+    if not isinstance(descriptions_raw, Mapping):
+        problems.append(Problem("class_descriptions", file, f"expected a mapping class name -> text, found {descriptions_raw!r}"))
+    else:
+        for cname, text in descriptions_raw.items():
+            if labels and cname not in labels:
+                problems.append(Problem(f"class_descriptions.{cname}", file, f"expected a class declared in 'labels' ({', '.join(labels)}), found {cname!r}"))
+            elif not isinstance(text, str) or not text.strip():
+                problems.append(Problem(f"class_descriptions.{cname}", file, f"expected a non-empty string, found {text!r}"))
+            else:
+                descriptions[cname] = text
+    domains: dict[str, DomainSpec] = {}
+    raw_domains = data.get("domains")
+    if "domains" in data:
+        if not isinstance(raw_domains, Mapping) or not raw_domains:
+            problems.append(Problem("domains", file, f"expected a non-empty mapping of domain name -> domain, found {raw_domains!r}"))
+        else:
+            for dname, draw in raw_domains.items():
+                spec = _check_domain(str(dname), draw, file, problems, warns)
+                if spec is not None:
+                    domains[str(dname)] = spec
+    if problems:
+        return None, problems, warns
+    return (
+        DatasetSpec(name=name, labels=labels, domains=domains, root=root, class_descriptions=descriptions),
+        problems,
+        warns,
+    )
+
+
+def _check_domain(dname: str, draw: Any, file: str, problems: list[Problem], warns: list[str]) -> DomainSpec | None:
+    if not isinstance(draw, Mapping):
+        problems.append(Problem(dname, file, f"expected a mapping with 'modality' and 'cases', found {draw!r}"))
+        return None
+    modality = draw.get("modality")
+    if not isinstance(modality, str) or not modality.strip():
+        problems.append(Problem(dname, file, f"expected a non-empty string 'modality' (e.g. 'computed tomography'), found {modality!r}"))
+    channel = draw.get("channel")
+    if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
+        problems.append(Problem(dname, file, f"expected 'channel' to be a non-negative integer or absent, found {channel!r}"))
+    unknown = sorted(set(draw) - DOMAIN_KEYS)
+    if unknown:
+        warns.append(f"{file} [{dname}]: unknown key(s) {unknown} ignored (known: {sorted(DOMAIN_KEYS)})")
+    raw_cases = draw.get("cases")
+    if not isinstance(raw_cases, list):
+        problems.append(Problem(dname, file, f"expected a list 'cases', found {raw_cases!r}"))
+        return None
+    if not raw_cases:
+        problems.append(Problem(dname, file, "expected at least one case, found an empty 'cases' list"))
+    cases: list[CaseSpec] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_cases):
+        case = _check_case(raw, dname, i, file, problems, warns)
+        if case is None:
+            continue
+        if case.id in seen:
+            problems.append(Problem(f"{dname}/{case.id}", file, f"expected unique case ids within domain {dname!r}, found {case.id!r} twice"))
+        seen.add(case.id)
+        cases.append(case)
+    if not isinstance(modality, str) or not modality.strip():
+        return None
+    return DomainSpec(name=dname, modality=modality, cases=tuple(cases), channel=channel if isinstance(channel, int) else None)
+
+
+def read_dataset_json(folder: str | Path) -> tuple[Path, Any]:
+    """Read ``folder/dataset.json`` (or a path to the file itself) and decode it.
+
+    Raises:
+        MissingPathError: the folder or file does not exist.
+        DatasetError: the file is not valid JSON (the message gives line and column).
+    """
+    path = Path(folder)
+    if path.is_dir():
+        path = path / DATASET_FILE
+    if not path.is_file():
+        raise MissingPathError(f"{path}: no {DATASET_FILE} found (expected a dataset folder, see docs/dataset_format.md).")
+    try:
+        return path, json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+
+
+def load_dataset(folder: str | Path) -> DatasetSpec:
+    """Load and structurally validate a dataset; warnings for unknown keys are emitted.
+
+    Raises:
+        DatasetError: listing every structural problem found.
+    """
+    path, data = read_dataset_json(folder)
+    spec, problems, warns = parse_dataset(data, path.parent, str(path))
+    for w in warns:
+        warnings.warn(w, UserWarning, stacklevel=2)
+    if problems or spec is None:
+        raise DatasetError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+    return spec
+
+
+def dataset_to_dict(spec: DatasetSpec) -> dict[str, Any]:
+    """The ``dataset.json`` mapping of ``spec`` (inverse of :func:`parse_dataset`)."""
+    out: dict[str, Any] = {"name": spec.name, "labels": dict(spec.labels)}
+    if spec.class_descriptions:
+        out["class_descriptions"] = dict(spec.class_descriptions)
+    out["domains"] = {}
+    for dname, dom in spec.domains.items():
+        d: dict[str, Any] = {"modality": dom.modality}
+        if dom.channel is not None:
+            d["channel"] = dom.channel
+        d["cases"] = [
+            {"id": c.id, "image": c.image, **({"label": c.label} if c.label else {}), "split": c.split}
+            for c in dom.cases
+        ]
+        out["domains"][dname] = d
+    return out
+
+
+def write_dataset_json(spec: DatasetSpec) -> Path:
+    """Write ``spec`` to ``spec.root/dataset.json`` atomically and return the path."""
+    path = spec.root / DATASET_FILE
+    atomic_write_json(path, dataset_to_dict(spec))
+    return path

@@ -1,0 +1,24 @@
+"""Exceptions that carry a message meant for the user.
+
+Every error that results from bad input (a file, a field, an option) is raised as a
+:class:`TcsaUdaError` subclass whose message names the file or field, what was expected and
+what was found. The command line prints these messages without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class TcsaUdaError(Exception):
+    """Base class of all user-facing errors."""
+
+
+class ConfigError(TcsaUdaError, ValueError):
+    """A configuration key, value or file is invalid."""
+
+
+class DatasetError(TcsaUdaError, ValueError):
+    """A dataset folder or its ``dataset.json`` is invalid."""
+
+
+class MissingPathError(TcsaUdaError, FileNotFoundError):
+    """A file or folder that is required does not exist."""

@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "phantom",
     "verify",
     "prepare",
+    "embed_text",
 )
 
 for _name in COMMAND_MODULES:
@@ -25,24 +26,20 @@ for _name in COMMAND_MODULES:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; returns the process exit status."""
+    """Entry point of the console script; returns the process exit status.
+
+    Click handles usage errors itself (usage text, status 2); a :class:`TcsaUdaError` is printed
+    as one line without a traceback (status 2); a command's ``typer.Exit(code)`` is returned.
+    """
     try:
-        app(args=argv, prog_name="tcsa-uda", standalone_mode=False)
+        app(args=argv, prog_name="tcsa-uda")
     except TcsaUdaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except SystemExit as exc:  # typer/click exit (e.g. a command's typer.Exit)
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    except Exception as exc:  # click usage errors carry their own formatting
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            print("Aborted.", file=sys.stderr)
-            return 1
-        raise
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        return exc.code if isinstance(exc.code, int) else 1
     return 0
 
 

@@ -191,7 +191,9 @@ def parse_dataset(data: Any, root: Path, file: str | None = None) -> tuple[Datas
     if "name" in data and (not isinstance(name, str) or not name):
         problems.append(Problem("name", file, f"expected a non-empty string, found {name!r}"))
     labels = _check_labels(data.get("labels"), file, problems) if "labels" in data else {}
-    descriptions_raw = data.get("class_descriptions", {}) or {}
+    descriptions_raw = data.get("class_descriptions")
+    if descriptions_raw is None:  # absent or null; an empty list or string is a mistake
+        descriptions_raw = {}
     descriptions: dict[str, str] = {}
     if not isinstance(descriptions_raw, Mapping):
         problems.append(Problem("class_descriptions", file, f"expected a mapping class name -> text, found {descriptions_raw!r}"))
@@ -261,7 +263,8 @@ def read_dataset_json(folder: str | Path) -> tuple[Path, Any]:
 
     Raises:
         MissingPathError: the folder or file does not exist.
-        DatasetError: the file is not valid JSON (the message gives line and column).
+        DatasetError: the file is not UTF-8, not valid JSON (the message gives line and column),
+            or repeats a key within one object.
     """
     path = Path(folder)
     if path.is_dir():
@@ -269,9 +272,36 @@ def read_dataset_json(folder: str | Path) -> tuple[Path, Any]:
     if not path.is_file():
         raise MissingPathError(f"{path}: no {DATASET_FILE} found (expected a dataset folder, see docs/dataset_format.md).")
     try:
-        return path, json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: expected UTF-8 text, found an undecodable byte at offset {exc.start}.") from exc
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read the file ({exc.strerror or exc}).") from exc
+    try:
+        return path, json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+    except _DuplicateKeyError as exc:
+        raise DatasetError(
+            f"{path}: expected unique keys in each JSON object, found duplicate key {exc.key!r} "
+            "(JSON readers silently keep only the last value)."
+        ) from exc
+
+
+class _DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` that rejects a key given twice in one object."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKeyError(key)
+        out[key] = value
+    return out
 
 
 def load_dataset(folder: str | Path) -> DatasetSpec:

@@ -1,1 +1,1 @@
-"""engine stage of tcsa-uda."""
+"""Training engine: the iteration loop, checkpoints, logging, seeding, devices, distributed."""

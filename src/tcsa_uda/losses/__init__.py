@@ -1,1 +1,69 @@
-"""losses stage of tcsa-uda."""
+"""Losses of TCSA-UDA (METHOD.md, Losses): a functional core plus thin ``nn.Module`` wrappers.
+
+- :mod:`~tcsa_uda.losses.segmentation`: class-balanced cross-entropy + Dice source supervision.
+- :mod:`~tcsa_uda.losses.adversarial`: output-space adversarial losses (softmax or entropy maps).
+- :mod:`~tcsa_uda.losses.prototype`: EMA class centres and cross-domain prototype alignment.
+- :mod:`~tcsa_uda.losses.vision_language`: vision-language covariance cosine loss (VLCoL).
+"""
+
+from tcsa_uda.losses.adversarial import (
+    DISCRIMINATOR_INPUTS,
+    DOMAINS,
+    SOURCE_LABEL,
+    TARGET_LABEL,
+    bce_with_domain,
+    discriminator_input,
+    discriminator_loss,
+    generator_adversarial_loss,
+    self_information_map,
+)
+from tcsa_uda.losses.prototype import (
+    EMAPrototypes,
+    PrototypeAlignmentLoss,
+    batch_centroids,
+    downsample_labels,
+    prototype_alignment_loss,
+)
+from tcsa_uda.losses.segmentation import (
+    SourceSegmentationLoss,
+    check_label_range,
+    check_logits_and_labels,
+    class_balance_weights,
+    dice_loss,
+    source_segmentation_loss,
+    weighted_cross_entropy,
+)
+from tcsa_uda.losses.vision_language import (
+    FIDELITY_MODES,
+    FidelityMode,
+    VLCovarianceLoss,
+    covariance_cosine_loss,
+)
+
+__all__ = [
+    "DISCRIMINATOR_INPUTS",
+    "DOMAINS",
+    "FIDELITY_MODES",
+    "SOURCE_LABEL",
+    "TARGET_LABEL",
+    "EMAPrototypes",
+    "FidelityMode",
+    "PrototypeAlignmentLoss",
+    "SourceSegmentationLoss",
+    "VLCovarianceLoss",
+    "batch_centroids",
+    "bce_with_domain",
+    "check_label_range",
+    "check_logits_and_labels",
+    "class_balance_weights",
+    "covariance_cosine_loss",
+    "dice_loss",
+    "discriminator_input",
+    "discriminator_loss",
+    "downsample_labels",
+    "generator_adversarial_loss",
+    "prototype_alignment_loss",
+    "self_information_map",
+    "source_segmentation_loss",
+    "weighted_cross_entropy",
+]

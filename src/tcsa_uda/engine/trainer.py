@@ -1,0 +1,228 @@
+"""The training loop: stages of iteration-based training over endless source/target loaders.
+
+``train(cfg, out_dir)`` runs every stage of ``cfg.stages`` in order. Each stage writes
+``<out>/stage<k>_<method>/`` with ``checkpoint_last.pt`` (every ``checkpoint_every`` iterations,
+atomically), ``final.pt`` at the end, ``metrics.jsonl`` and TensorBoard scalars. A finished stage
+is skipped on ``resume``; an unfinished one continues from its last checkpoint (model, method
+state, optimisers, RNG states and loader position). The resolved configuration is saved as
+``<out>/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from tcsa_uda.config import save_config, to_dict
+from tcsa_uda.engine.checkpoint import load_checkpoint, save_checkpoint
+from tcsa_uda.engine.device import resolve_device
+from tcsa_uda.engine.distributed import DistInfo, barrier, init_distributed, shutdown
+from tcsa_uda.engine.logging import MetricsLogger
+from tcsa_uda.engine.schedule import set_poly_lr
+from tcsa_uda.engine.seed import rng_state, seed_everything, set_rng_state
+from tcsa_uda.engine.setup import RunInputs, build_run_inputs
+from tcsa_uda.engine.train_config import StageConfig, TrainConfig
+from tcsa_uda.errors import ConfigError
+from tcsa_uda.methods import MethodContext, UDAMethod, build_method, method_class
+from tcsa_uda.models import build_segmenter
+
+FINAL = "final.pt"
+LAST = "checkpoint_last.pt"
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run left its results."""
+
+    out_dir: Path
+    final_checkpoint: Path
+    stage_dirs: list[Path]
+
+
+def stage_dir(out_dir: Path, index: int, stage: StageConfig) -> Path:
+    return out_dir / f"stage{index + 1}_{stage.method}"
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    """Checks that need no data: method names exist, the domains are named and differ."""
+    for stage in cfg.stages:
+        method_class(stage.method)
+    if not cfg.data.source or not cfg.data.target:
+        raise ConfigError(f"data.source and data.target must name domains; found source={cfg.data.source!r}, target={cfg.data.target!r}.")
+    if cfg.data.source == cfg.data.target:
+        raise ConfigError(f"data.source and data.target are both {cfg.data.source!r}: adaptation needs two different domains.")
+    if cfg.stages[0].init == "previous" and len(cfg.stages) > 0:
+        pass  # the first stage has no previous stage: it starts from scratch (documented)
+
+
+def build_model(cfg: TrainConfig, inputs: RunInputs) -> nn.Module:
+    kwargs: dict[str, Any] = {}
+    if cfg.model.base_width is not None:
+        kwargs["base_width"] = cfg.model.base_width
+    weights = Path(cfg.model.weights) if cfg.model.weights else None
+    return build_segmenter(cfg.model.name, inputs.num_classes, inputs.text.dim, weights=weights, **kwargs)
+
+
+def checkpoint_payload(
+    cfg: TrainConfig,
+    inputs: RunInputs,
+    model: nn.Module,
+    stage_index: int,
+    iteration: int,
+    method: UDAMethod | None = None,
+    optimizers: dict[str, torch.optim.Optimizer] | None = None,
+    loaders: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything needed to resume training or to predict without the dataset folder."""
+    payload: dict[str, Any] = {
+        "config": to_dict(cfg),
+        "stage": stage_index,
+        "method": cfg.stages[stage_index].method,
+        "iteration": iteration,
+        "model": model.state_dict(),
+        "model_name": cfg.model.name,
+        "model_kwargs": {"base_width": cfg.model.base_width} if cfg.model.base_width is not None else {},
+        "class_names": inputs.class_names,
+        "source": cfg.data.source,
+        "target": cfg.data.target,
+        "text": inputs.text.to_dict(),
+        "preprocessing": inputs.preprocessing,
+    }
+    if method is not None:
+        payload["method_state"] = method.state_dict()
+    if optimizers is not None:
+        payload["optimizers"] = {k: o.state_dict() for k, o in optimizers.items()}
+    if loaders is not None:
+        payload["loaders"] = {k: v.state_dict() for k, v in loaders.items()}
+        payload["rng"] = rng_state()
+    return payload
+
+
+def train(cfg: TrainConfig, out_dir: Path, resume: bool = False) -> TrainResult:
+    """Run every stage of ``cfg``; see the module docstring for the folder layout.
+
+    Raises:
+        ConfigError / DatasetError / MissingPathError: before training starts, for a bad config,
+            a missing prepared dataset, a domain or class set that does not match the data.
+    """
+    validate_config(cfg)
+    out_dir = Path(out_dir)
+    device = resolve_device(cfg.device)
+    dist_info = init_distributed(device)
+    if dist_info.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist_info.local_rank)
+    try:
+        inputs = build_run_inputs(cfg, device, rank=dist_info.rank)
+        if dist_info.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, out_dir / "config.yaml")
+        seed_everything(cfg.seed + dist_info.rank)
+        model = build_model(cfg, inputs).to(device)
+        stage_dirs: list[Path] = []
+        final = out_dir / FINAL
+        for k, stage in enumerate(cfg.stages):
+            sdir = stage_dir(out_dir, k, stage)
+            stage_dirs.append(sdir)
+            if resume and (sdir / FINAL).is_file():
+                state = load_checkpoint(sdir / FINAL, map_location=device)
+                model.load_state_dict(state["model"])
+                continue
+            if k > 0 and stage.init == "scratch":
+                seed_everything(cfg.seed + 1000 * k + dist_info.rank)
+                model = build_model(cfg, inputs).to(device)
+            _run_stage(cfg, inputs, model, k, sdir, device, dist_info, resume)
+        if dist_info.is_main:
+            state = load_checkpoint(stage_dirs[-1] / FINAL, map_location="cpu")
+            save_checkpoint(final, {k: v for k, v in state.items() if k != "format"})
+        barrier(dist_info)
+        return TrainResult(out_dir=out_dir, final_checkpoint=final, stage_dirs=stage_dirs)
+    finally:
+        shutdown(dist_info)
+
+
+def _run_stage(
+    cfg: TrainConfig,
+    inputs: RunInputs,
+    model: nn.Module,
+    k: int,
+    sdir: Path,
+    device: torch.device,
+    dist_info: DistInfo,
+    resume: bool,
+) -> None:
+    stage = cfg.stages[k]
+    wrapped: nn.Module = model
+    if dist_info.enabled:
+        wrapped = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
+    ctx = MethodContext(
+        model=wrapped,
+        num_classes=inputs.num_classes,
+        text_source=inputs.text_source,
+        text_target=inputs.text_target,
+        optim=cfg.optim,
+        loss=cfg.loss,
+        fidelity=cfg.fidelity,
+        device=device,
+        core=model,
+    )
+    method = build_method(stage.method, ctx)
+    optimizers = method.build_optimizers()
+    loaders = inputs.make_loaders(seed=cfg.seed + 7919 * k + 104729 * dist_info.rank, uses_target=method.uses_target)
+    start = 0
+    if resume and (sdir / LAST).is_file():
+        state = load_checkpoint(sdir / LAST, map_location=device)
+        model.load_state_dict(state["model"])
+        method.load_state_dict(state["method_state"])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        for name, loader in loaders.items():
+            loader.load_state_dict(state["loaders"][name])
+        set_rng_state(state["rng"])
+        start = int(state["iteration"])
+    logger = MetricsLogger(sdir, tensorboard=cfg.tensorboard) if dist_info.is_main else None
+    decay = cfg.optim.decay_iterations or stage.iterations
+    model.train()
+    method.discriminators.train()
+    bar = tqdm(
+        total=stage.iterations,
+        initial=start,
+        desc=f"stage {k + 1}/{len(cfg.stages)} {stage.method}",
+        disable=not (cfg.progress and dist_info.is_main),
+        dynamic_ncols=True,
+    )
+    t0 = time.perf_counter()
+    try:
+        for it in range(start, stage.iterations):
+            for opt in optimizers.values():
+                set_poly_lr(opt, it, decay, cfg.optim.power)
+            batch_s = _to(next(loaders["source"]), device)
+            batch_t = _to(next(loaders["target"]), device) if "target" in loaders else None
+            logs = method.training_step(batch_s, batch_t, it + 1, optimizers)
+            step = it + 1
+            if logger is not None and (step % cfg.log_every == 0 or step == stage.iterations):
+                logs["lr"] = optimizers["sgd"].param_groups[0]["lr"]
+                logs["sec_per_it"] = (time.perf_counter() - t0) / max(step - start, 1)
+                logger.log(step, logs)
+            bar.set_postfix({key: f"{v:.3f}" for key, v in logs.items() if key in ("loss", "seg", "adv", "proto", "vl_s", "vl_t")})
+            bar.update(1)
+            if dist_info.is_main and step % cfg.checkpoint_every == 0 and step < stage.iterations:
+                save_checkpoint(sdir / LAST, checkpoint_payload(cfg, inputs, model, k, step, method, optimizers, loaders))
+        if dist_info.is_main:
+            save_checkpoint(sdir / FINAL, checkpoint_payload(cfg, inputs, model, k, stage.iterations, method))
+    finally:
+        bar.close()
+        if logger is not None:
+            logger.close()
+    barrier(dist_info)
+
+
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}

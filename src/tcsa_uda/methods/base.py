@@ -1,0 +1,191 @@
+"""The base class of every adaptation method: one iteration, split into overridable hooks.
+
+A method owns the losses and any extra networks (discriminators) or state (prototype centres,
+memory banks) it needs; the engine owns the loop, the schedule, checkpoints and logging. A new
+method is a subclass in its own file that overrides :meth:`UDAMethod.generator_loss` and, when it
+trains discriminators, :meth:`UDAMethod.build_discriminators` and
+:meth:`UDAMethod.discriminator_loss` (the nnU-Net "variant overrides one hook" pattern).
+
+One iteration (METHOD.md, Training): forward source and target batches, generator losses with the
+discriminators frozen, backward; discriminator losses on detached predictions, backward; step all
+optimisers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from tcsa_uda.engine.train_config import LossConfig, OptimConfig
+from tcsa_uda.models import parameter_groups, upsample_logits
+from tcsa_uda.models.segmenter import SegmenterOutput
+
+
+@dataclass
+class MethodContext:
+    """Everything a method needs, passed explicitly (no global configuration).
+
+    Attributes:
+        model: the segmentation network (possibly wrapped by DDP; ``core`` is the bare module).
+        num_classes: C, background included.
+        text_source: (C, D_text) frozen embeddings of the source-modality prompts.
+        text_target: (C, D_text) frozen embeddings of the target-modality prompts.
+        optim: optimiser settings.
+        loss: loss weights.
+        fidelity: ``paper`` or ``released`` (METHOD.md, Two fidelity modes).
+        device: where the tensors live.
+    """
+
+    model: nn.Module
+    num_classes: int
+    text_source: Tensor
+    text_target: Tensor
+    optim: OptimConfig
+    loss: LossConfig
+    fidelity: str
+    device: torch.device
+    core: nn.Module | None = None
+
+    @property
+    def segmenter(self) -> nn.Module:
+        return self.core if self.core is not None else self.model
+
+
+@dataclass
+class StepOutputs:
+    """Forward results of one iteration, logits upsampled to the label size.
+
+    Attributes:
+        source: raw network output on the source batch (feature resolution).
+        target: raw network output on the target batch, or None for source-only methods.
+        main_s, aux_s: (B, C, H, W) upsampled source logits.
+        main_t, aux_t: (B, C, H, W) upsampled target logits (None without target).
+    """
+
+    source: SegmenterOutput
+    target: SegmenterOutput | None
+    main_s: Tensor
+    aux_s: Tensor
+    main_t: Tensor | None
+    aux_t: Tensor | None
+
+
+class UDAMethod:
+    """Base class. Subclasses set ``name`` and override the hooks they need."""
+
+    name: ClassVar[str] = "base"
+    #: whether the method reads target images (source-only does not)
+    uses_target: ClassVar[bool] = True
+
+    def __init__(self, ctx: MethodContext) -> None:
+        self.ctx = ctx
+        self.discriminators: nn.ModuleDict = self.build_discriminators().to(ctx.device)
+        self.extra: nn.ModuleDict = self.build_extra_modules().to(ctx.device)
+
+    # ----------------------------------------------------------------- hooks
+    def build_discriminators(self) -> nn.ModuleDict:
+        """Discriminators trained by this method (none by default)."""
+        return nn.ModuleDict()
+
+    def build_extra_modules(self) -> nn.ModuleDict:
+        """Stateful loss modules (prototype centres, memory banks) saved in checkpoints."""
+        return nn.ModuleDict()
+
+    def generator_loss(self, out: StepOutputs, batch_s: dict[str, Tensor], iteration: int) -> tuple[Tensor, dict[str, float]]:
+        """Loss of the segmentation network for this iteration (discriminators frozen)."""
+        raise NotImplementedError
+
+    def discriminator_loss(self, out: StepOutputs) -> tuple[Tensor | None, dict[str, float]]:
+        """Loss of the discriminators on detached predictions (None when there are none)."""
+        return None, {}
+
+    # ------------------------------------------------------------ optimisers
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """SGD for backbone (x1) and heads (x10), AdamW for the fusion modules, Adam for discriminators."""
+        o = self.ctx.optim
+        groups = parameter_groups(self.ctx.segmenter)
+        opts: dict[str, torch.optim.Optimizer] = {
+            "sgd": torch.optim.SGD(
+                [
+                    {"params": groups["backbone"], "lr": o.lr},
+                    {"params": groups["heads"], "lr": o.lr * o.head_lr_mult},
+                ],
+                lr=o.lr,
+                momentum=o.momentum,
+                weight_decay=o.weight_decay,
+            ),
+            "fusion": torch.optim.AdamW(groups["fusion"], lr=o.fusion_lr, weight_decay=o.fusion_weight_decay),
+        }
+        d_params = [p for p in self.discriminators.parameters() if p.requires_grad]
+        if d_params:
+            opts["disc"] = torch.optim.Adam(d_params, lr=o.disc_lr, betas=tuple(o.disc_betas))
+        return opts
+
+    def stepped_optimizers(self) -> set[str]:
+        """Names of the optimisers stepped each iteration.
+
+        In ``released`` fidelity the optimiser of the non-backbone modules is built but never
+        stepped, as in the authors' released code (METHOD.md, defect (a)).
+        """
+        names = {"sgd", "fusion", "disc"}
+        if self.ctx.fidelity == "released":
+            names.discard("fusion")
+        return names
+
+    # ------------------------------------------------------------- iteration
+    def forward(self, batch_s: dict[str, Tensor], batch_t: dict[str, Tensor] | None) -> StepOutputs:
+        """Run the network on both batches, each fused with its own modality's text."""
+        model = self.ctx.model
+        x_s = batch_s["image"]
+        size = tuple(x_s.shape[-2:])
+        src = model(x_s, self.ctx.text_source)
+        main_s = upsample_logits(src.main, size)
+        aux_s = upsample_logits(src.aux, size)
+        tgt = main_t = aux_t = None
+        if batch_t is not None and self.uses_target:
+            tgt = model(batch_t["image"], self.ctx.text_target)
+            size_t = tuple(batch_t["image"].shape[-2:])
+            main_t = upsample_logits(tgt.main, size_t)
+            aux_t = upsample_logits(tgt.aux, size_t)
+        return StepOutputs(src, tgt, main_s, aux_s, main_t, aux_t)
+
+    def training_step(
+        self,
+        batch_s: dict[str, Tensor],
+        batch_t: dict[str, Tensor] | None,
+        iteration: int,
+        optimizers: dict[str, torch.optim.Optimizer],
+    ) -> dict[str, float]:
+        """One full iteration; returns the logged loss values."""
+        for opt in optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        self._set_discriminators_trainable(False)
+        out = self.forward(batch_s, batch_t)
+        g_loss, logs = self.generator_loss(out, batch_s, iteration)
+        g_loss.backward()
+        self._set_discriminators_trainable(True)
+        d_loss, d_logs = self.discriminator_loss(out)
+        if d_loss is not None:
+            d_loss.backward()
+        logs.update(d_logs)
+        active = self.stepped_optimizers()
+        for name, opt in optimizers.items():
+            if name in active:
+                opt.step()
+        logs["loss"] = float(g_loss.detach())
+        return logs
+
+    def _set_discriminators_trainable(self, flag: bool) -> None:
+        for p in self.discriminators.parameters():
+            p.requires_grad_(flag)
+
+    # ----------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {"discriminators": self.discriminators.state_dict(), "extra": self.extra.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.discriminators.load_state_dict(state["discriminators"])
+        self.extra.load_state_dict(state["extra"])

@@ -1,0 +1,81 @@
+"""Output-space adversarial alignment (AdaptSegNet's multi-level output space; ADVENT's entropy maps).
+
+``adaoutput`` (Tsai et al., CVPR 2018) feeds softmax maps to two PatchGAN discriminators, one on
+the main and one on the auxiliary output; it is also stage 1 (warm-up) of TCSA-UDA (METHOD.md,
+Training). ``advent`` (Vu et al., CVPR 2019) feeds weighted self-information maps instead, the
+adversarial input of TCSA-UDA's stage 2.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from tcsa_uda.losses import (
+    discriminator_input,
+    discriminator_loss,
+    generator_adversarial_loss,
+    source_segmentation_loss,
+)
+from tcsa_uda.methods.base import StepOutputs, UDAMethod
+from tcsa_uda.methods.registry import register_method
+from tcsa_uda.models import build_discriminator
+
+
+class OutputSpaceAdversarial(UDAMethod):
+    """L_seg + output-space adversarial loss on the main and auxiliary predictions."""
+
+    adversarial_input: ClassVar[str] = "softmax"
+
+    def build_discriminators(self) -> nn.ModuleDict:
+        c = self.ctx.num_classes
+        return nn.ModuleDict({"main": build_discriminator(c), "aux": build_discriminator(c)})
+
+    def adversarial_loss(self, out: StepOutputs) -> Tensor:
+        """Generator side: target predictions should be classified as source."""
+        assert out.main_t is not None and out.aux_t is not None  # guaranteed by uses_target
+        kind = self.adversarial_input
+        d = self.discriminators
+        return generator_adversarial_loss(
+            d["main"](discriminator_input(out.main_t, kind)),
+            d["aux"](discriminator_input(out.aux_t, kind)),
+            w_main=self.ctx.loss.adv_main,
+            w_aux=self.ctx.loss.adv_aux,
+        )
+
+    def generator_loss(self, out: StepOutputs, batch_s: dict[str, Tensor], iteration: int) -> tuple[Tensor, dict[str, float]]:
+        seg, parts = source_segmentation_loss(out.main_s, out.aux_s, batch_s["label"], aux_weight=self.ctx.loss.aux_weight)
+        adv = self.adversarial_loss(out)
+        logs = {"seg": float(seg.detach()), "adv": float(adv.detach()), **{k: float(v) for k, v in parts.items()}}
+        return seg + adv, logs
+
+    def discriminator_loss(self, out: StepOutputs) -> tuple[Tensor | None, dict[str, float]]:
+        assert out.main_t is not None and out.aux_t is not None
+        kind = self.adversarial_input
+        d = self.discriminators
+        total = 0.0
+        logs: dict[str, float] = {}
+        for key, s, t in (("main", out.main_s, out.main_t), ("aux", out.aux_s, out.aux_t)):
+            loss = discriminator_loss(
+                d[key](discriminator_input(s.detach(), kind)), d[key](discriminator_input(t.detach(), kind))
+            )
+            logs[f"d_{key}"] = float(loss.detach())
+            total = total + loss
+        return total, logs  # type: ignore[return-value]
+
+
+@register_method
+class AdaOutput(OutputSpaceAdversarial):
+    """AdaptSegNet-style output-space alignment on softmax maps (TCSA-UDA stage 1)."""
+
+    name = "adaoutput"
+    adversarial_input = "softmax"
+
+
+@register_method
+class Advent(OutputSpaceAdversarial):
+    """ADVENT-style adversarial alignment of weighted self-information (entropy) maps."""
+
+    name = "advent"
+    adversarial_input = "entropy"

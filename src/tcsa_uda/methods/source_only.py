@@ -1,0 +1,21 @@
+"""Source-only baseline: supervised training on the labelled source domain, no adaptation."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from tcsa_uda.losses import source_segmentation_loss
+from tcsa_uda.methods.base import StepOutputs, UDAMethod
+from tcsa_uda.methods.registry import register_method
+
+
+@register_method
+class SourceOnly(UDAMethod):
+    """L_seg on the source batch only (METHOD.md, Losses 1); target images are never read."""
+
+    name = "source_only"
+    uses_target = False
+
+    def generator_loss(self, out: StepOutputs, batch_s: dict[str, Tensor], iteration: int) -> tuple[Tensor, dict[str, float]]:
+        loss, parts = source_segmentation_loss(out.main_s, out.aux_s, batch_s["label"], aux_weight=self.ctx.loss.aux_weight)
+        return loss, {"seg": float(loss.detach()), **{k: float(v) for k, v in parts.items()}}

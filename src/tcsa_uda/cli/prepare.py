@@ -1,0 +1,47 @@
+"""``tcsa-uda prepare DATASET --out DIR``: volumes -> normalised 2D training slices.
+
+Parses the options and calls :func:`tcsa_uda.data.prepare.prepare_dataset`; prints one line per
+domain and split with the number of cases and slices.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import typer
+
+from tcsa_uda.cli.app import app
+from tcsa_uda.data.prepare import INDEX_FILE, PreparedIndex, prepare_dataset
+
+
+@app.command("prepare")
+def prepare_command(
+    dataset: Path = typer.Argument(..., help="Dataset folder holding dataset.json."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for the slices and index.json."),
+    axis: str = typer.Option(
+        "axial", "--axis", help="Slicing axis: axial, coronal, sagittal (from each affine) or an array axis 0, 1, 2."
+    ),
+    size: int = typer.Option(256, "--size", help="Side of the square output slices in pixels."),
+    clip_percentiles: tuple[float, float] = typer.Option(
+        (0.5, 99.5), "--clip-percentiles", help="LOW HIGH intensity percentiles each volume is clipped to."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the cases."),
+) -> None:
+    """Normalise every volume and cut it into square 2D slices (reuses what is already prepared)."""
+    index = prepare_dataset(dataset, out, axis=axis, size=size, clip_percentiles=clip_percentiles, progress=progress)
+    typer.echo(summary(index))
+
+
+def summary(index: PreparedIndex) -> str:
+    """One line per domain and split: cases (labelled) and slices."""
+    lines = [f"{index.root / INDEX_FILE}: {len(index.all_cases)} case(s), {index.size}x{index.size} slices"]
+    for domain in index.domains:
+        cases = index.cases(domain)
+        splits = Counter(c.split for c in cases)
+        for split in sorted(splits):
+            sel = [c for c in cases if c.split == split]
+            labelled = sum(c.labelled for c in sel)
+            slices = sum(c.n_slices for c in sel)
+            lines.append(f"  {domain} ({index.modalities[domain]}) {split}: {len(sel)} case(s), {labelled} labelled, {slices} slices")
+    return "\n".join(lines)

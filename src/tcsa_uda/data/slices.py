@@ -1,0 +1,181 @@
+"""Torch datasets over prepared slices (see :mod:`tcsa_uda.data.prepare`).
+
+:class:`SliceDataset` serves single 2D slices of one domain for training, :class:`VolumeSlices`
+the slices of one volume in order for inference, and :func:`infinite_loader` draws shuffled
+fixed-size batches forever with a seeded generator. Following /work/shared/METHOD.md
+(Architecture), each grey slice is repeated to 3 channels.
+
+The ``.npy`` stacks are memory-mapped (``np.load(mmap_mode="r")``) on first access in the
+process that reads them, so a dataset is cheap to create and to send to DataLoader workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from tcsa_uda.data.prepare import PreparedCase, PreparedIndex
+from tcsa_uda.errors import ConfigError, DatasetError
+
+IMAGE_CHANNELS = 3
+"""Input channels of the segmentation network: the grey value repeated (METHOD.md)."""
+
+
+def to_three_channels(slices: np.ndarray) -> torch.Tensor:
+    """Repeat grey slices to 3 channels: (H, W) -> (3, H, W) or (S, H, W) -> (S, 3, H, W), float32."""
+    tensor = torch.from_numpy(np.array(slices, dtype=np.float32))  # copy out of the memory map
+    return tensor.unsqueeze(-3).repeat_interleave(IMAGE_CHANNELS, dim=-3)
+
+
+class SliceDataset(Dataset[dict[str, Any]]):
+    """Every slice of the cases of one domain and split(s).
+
+    Items are dicts with ``image`` float32 (3, H, W) in [-1, 1], ``label`` int64 (H, W) (only
+    when ``with_labels``), ``case`` (the case id) and ``slice`` (the slice index in its volume).
+
+    Args:
+        index: the prepared folder's index (:func:`tcsa_uda.data.prepare.load_prepared`).
+        domain: the domain to serve.
+        split: one split name or several.
+        with_labels: serve labels; every selected case must then be labelled.
+
+    Raises:
+        DatasetError: unknown domain/split, no case selected, or an unlabelled case while
+            ``with_labels`` is True (the message names the case).
+    """
+
+    def __init__(
+        self,
+        index: PreparedIndex,
+        domain: str,
+        split: str | Sequence[str] = "train",
+        with_labels: bool = True,
+    ) -> None:
+        self.domain = domain
+        self.split = split
+        self.with_labels = with_labels
+        self.cases: list[PreparedCase] = index.cases(domain, split)
+        if not self.cases:
+            raise DatasetError(f"{index.root}: domain {domain!r} has no prepared case in split {split!r}.")
+        if with_labels:
+            unlabelled = [c.id for c in self.cases if not c.labelled]
+            if unlabelled:
+                raise DatasetError(
+                    f"{index.root}: with_labels=True but case(s) {', '.join(unlabelled)} of domain {domain!r} "
+                    f"(split {split!r}) have no label; use with_labels=False for unlabelled target data."
+                )
+        # (case position, slice index) for every slice, in case order.
+        self._items: list[tuple[int, int]] = [
+            (ci, s) for ci, case in enumerate(self.cases) for s in range(case.n_slices)
+        ]
+        self._images: dict[int, np.ndarray] = {}
+        self._labels: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        ci, s = self._items[i]
+        case = self.cases[ci]
+        if ci not in self._images:
+            self._images[ci] = case.load_image()
+        item: dict[str, Any] = {
+            "image": to_three_channels(self._images[ci][s]),  # (3, H, W)
+            "case": case.id,
+            "slice": s,
+        }
+        if self.with_labels:
+            if ci not in self._labels:
+                self._labels[ci] = case.load_label()
+            item["label"] = torch.from_numpy(self._labels[ci][s].astype(np.int64))  # (H, W)
+        return item
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Memory maps are reopened in each worker instead of being pickled (which would copy them).
+        state = self.__dict__.copy()
+        state["_images"], state["_labels"] = {}, {}
+        return state
+
+
+class VolumeSlices(Dataset[torch.Tensor]):
+    """The slices of one prepared volume, in order, for inference.
+
+    ``dataset[s]`` is the float32 (3, H, W) slice ``s``; :meth:`stack` gives the whole
+    (S, 3, H, W) volume and :meth:`labels` the int64 (S, H, W) label stack.
+    """
+
+    def __init__(self, case: PreparedCase) -> None:
+        self.case = case
+        self._image: np.ndarray | None = None
+
+    def _array(self) -> np.ndarray:
+        if self._image is None:
+            self._image = self.case.load_image()
+        return self._image
+
+    def __len__(self) -> int:
+        return self.case.n_slices
+
+    def __getitem__(self, s: int) -> torch.Tensor:
+        return to_three_channels(self._array()[s])
+
+    def stack(self) -> torch.Tensor:
+        """All slices, float32 (S, 3, H, W)."""
+        return to_three_channels(self._array())
+
+    def labels(self) -> torch.Tensor:
+        """The label stack, int64 (S, H, W); raises DatasetError when the case is unlabelled."""
+        return torch.from_numpy(self.case.load_label().astype(np.int64))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_image"] = None
+        return state
+
+
+def infinite_loader(
+    dataset: Dataset[Any], batch_size: int, seed: int, num_workers: int = 0
+) -> Iterator[dict[str, Any]]:
+    """Yield shuffled batches forever; every epoch is a new permutation, incomplete batches dropped.
+
+    The permutations come from one ``torch.Generator`` seeded with ``seed``, so the sequence of
+    batches is the same on every run with the same seed (and any ``num_workers``).
+
+    Args:
+        dataset: a map-style dataset of dict items (e.g. :class:`SliceDataset`).
+        batch_size: items per batch.
+        seed: seed of the shuffling generator.
+        num_workers: DataLoader worker processes (0 = load in the calling process).
+
+    Raises:
+        ConfigError: ``batch_size`` < 1, ``num_workers`` < 0, or fewer items than one batch.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size: expected a positive integer, found {batch_size!r}.")
+    if num_workers < 0:
+        raise ConfigError(f"num_workers: expected 0 or more, found {num_workers!r}.")
+    n = len(dataset)  # type: ignore[arg-type]
+    if n < batch_size:
+        raise ConfigError(
+            f"batch_size: {batch_size} is larger than the dataset ({n} items); no complete batch can be drawn."
+        )
+    generator = torch.Generator().manual_seed(int(seed))
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=num_workers,
+        generator=generator,
+        persistent_workers=num_workers > 0,
+    )
+    return _forever(loader)
+
+
+def _forever(loader: DataLoader[Any]) -> Iterator[dict[str, Any]]:
+    while True:
+        yield from loader

@@ -1,0 +1,126 @@
+"""Tests of the torch datasets over prepared slices and of the infinite loader."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import pickle
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from tcsa_uda.data.prepare import PreparedIndex, prepare_dataset
+from tcsa_uda.data.slices import SliceDataset, VolumeSlices, infinite_loader, to_three_channels
+from tcsa_uda.errors import ConfigError, DatasetError
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> PreparedIndex:
+    """ct: a (3 slices, train) and b (2 slices, val), labelled; mr: u (4 slices, train), unlabelled."""
+    root = tmp_path_factory.mktemp("slices")
+    rng = np.random.default_rng(0)
+    domains: dict[str, dict[str, object]] = {}
+    for dname, cases in {"ct": [("a", 3, "train", True), ("b", 2, "val", True)], "mr": [("u", 4, "train", False)]}.items():
+        entries = []
+        for cid, depth, split, labelled in cases:
+            lab = rng.integers(0, 2, size=(4, 4, depth)).astype(np.uint8)
+            entry = {"id": cid, "split": split, "image": f"{dname}/{cid}.nii.gz"}
+            nib.save(nib.Nifti1Image(rng.normal(size=lab.shape).astype(np.float32), np.eye(4)), str(_mk(root / entry["image"])))
+            if labelled:
+                entry["label"] = f"{dname}/{cid}_seg.nii.gz"
+                nib.save(nib.Nifti1Image(lab, np.eye(4)), str(root / entry["label"]))
+            entries.append(entry)
+        domains[dname] = {"modality": dname, "cases": entries}
+    data = {"name": "t", "labels": {"background": 0, "organ": 1}, "domains": domains}
+    (root / "dataset.json").write_text(json.dumps(data), encoding="utf-8")
+    return prepare_dataset(root, root / "prepared", size=4, progress=False)
+
+
+def _mk(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_items_have_three_equal_channels_and_exact_labels(index: PreparedIndex) -> None:
+    ds = SliceDataset(index, "ct", split=("train", "val"))
+    assert len(ds) == 5
+    assert [(it["case"], it["slice"]) for it in (ds[i] for i in range(5))] == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)]
+    item = ds[4]
+    img, lab = item["image"], item["label"]
+    assert img.dtype == torch.float32 and img.shape == (3, 4, 4)
+    assert lab.dtype == torch.int64 and lab.shape == (4, 4)
+    case = index.case("ct", "b")
+    torch.testing.assert_close(img[0], torch.from_numpy(np.array(case.load_image()[1])))
+    assert torch.equal(img[0], img[1]) and torch.equal(img[0], img[2])
+    assert torch.equal(lab, torch.from_numpy(case.load_label()[1].astype(np.int64)))
+
+
+def test_default_split_is_train(index: PreparedIndex) -> None:
+    assert {SliceDataset(index, "ct")[i]["case"] for i in range(3)} == {"a"}
+    assert len(SliceDataset(index, "ct")) == 3
+
+
+def test_labels_of_an_unlabelled_case_are_an_error_naming_it(index: PreparedIndex) -> None:
+    with pytest.raises(DatasetError, match=r"case\(s\) u of domain 'mr'"):
+        SliceDataset(index, "mr", with_labels=True)
+    item = SliceDataset(index, "mr", with_labels=False)[3]
+    assert set(item) == {"image", "case", "slice"} and item["slice"] == 3
+
+
+def test_an_empty_selection_is_an_error(index: PreparedIndex) -> None:
+    with pytest.raises(DatasetError, match="no prepared case in split 'test'"):
+        SliceDataset(index, "ct", split="test")
+
+
+def test_dataset_pickles_without_its_memory_maps(index: PreparedIndex) -> None:
+    ds = SliceDataset(index, "ct")
+    first = ds[0]
+    assert ds._images  # opened lazily on first access
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone._images == {}
+    assert torch.equal(clone[0]["image"], first["image"])
+
+
+def test_volume_slices_give_the_whole_stack(index: PreparedIndex) -> None:
+    case = index.case("ct", "a")
+    vol = VolumeSlices(case)
+    assert len(vol) == 3
+    stack = vol.stack()
+    assert stack.shape == (3, 3, 4, 4) and stack.dtype == torch.float32
+    assert torch.equal(stack[2], vol[2])
+    assert torch.equal(vol.labels(), torch.from_numpy(case.load_label().astype(np.int64)))
+    with pytest.raises(DatasetError, match="mr/u is unlabelled"):
+        VolumeSlices(index.case("mr", "u")).labels()
+
+
+def test_to_three_channels_shapes() -> None:
+    assert to_three_channels(np.zeros((5, 6), dtype=np.float32)).shape == (3, 5, 6)
+    assert to_three_channels(np.zeros((2, 5, 6), dtype=np.float32)).shape == (2, 3, 5, 6)
+
+
+def _order(batches: list[dict[str, object]]) -> list[tuple[str, int]]:
+    return [(c, int(s)) for b in batches for c, s in zip(b["case"], b["slice"])]  # type: ignore[call-overload]
+
+
+def test_infinite_loader_is_deterministic_and_reshuffles_each_epoch(index: PreparedIndex) -> None:
+    ds = SliceDataset(index, "ct", split=("train", "val"))  # 5 items -> 2 batches of 2 per epoch
+    run1 = list(itertools.islice(infinite_loader(ds, batch_size=2, seed=7), 12))
+    run2 = list(itertools.islice(infinite_loader(ds, batch_size=2, seed=7), 12))
+    assert _order(run1) == _order(run2)
+    assert all(b["image"].shape == (2, 3, 4, 4) and b["label"].shape == (2, 4, 4) for b in run1)
+    epochs = [_order(run1[i : i + 2]) for i in range(0, 12, 2)]
+    assert all(len(set(e)) == 4 for e in epochs)  # no repeats within an epoch, one item dropped
+    assert len({tuple(e) for e in epochs}) > 1  # a new permutation per epoch
+    other = list(itertools.islice(infinite_loader(ds, batch_size=2, seed=8), 12))
+    assert _order(other) != _order(run1)
+
+
+def test_infinite_loader_rejects_impossible_batches(index: PreparedIndex) -> None:
+    ds = SliceDataset(index, "ct")
+    with pytest.raises(ConfigError, match="larger than the dataset"):
+        infinite_loader(ds, batch_size=4, seed=0)
+    with pytest.raises(ConfigError, match="batch_size"):
+        infinite_loader(ds, batch_size=0, seed=0)

@@ -93,3 +93,11 @@ def test_missing_and_bad_files(tmp_path):
     lst.write_text("- 1\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(Outer, lst)
+
+
+def test_override_list_items():
+    data = {"items": [{"steps": 1}, {"steps": 2}]}
+    out = apply_overrides(data, ["items.1.steps=5"])
+    assert out["items"][1]["steps"] == 5 and data["items"][1]["steps"] == 2
+    with pytest.raises(ConfigError, match="expected an index 0..1"):
+        apply_overrides(data, ["items.2.steps=5"])

@@ -187,18 +187,31 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     out = copy.deepcopy(data)
     for text in overrides:
         parts, value = parse_override(text)
-        node = out
-        for i, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = {}
-                node[part] = child
-            if not isinstance(child, dict):
-                raise ConfigError(
-                    f"Override {text!r}: '{'.'.join(parts[: i + 1])}' is a value, not a section."
-                )
-            node = child
-        node[parts[-1]] = value
+        node: Any = out
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            where = ".".join(parts[: i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(
+                        f"Override {text!r}: '{'.'.join(parts[:i]) or 'top level'}' is a list of {len(node)} item(s); "
+                        f"expected an index 0..{len(node) - 1}, found {part!r}."
+                    )
+                idx: Any = int(part)
+            elif isinstance(node, dict):
+                idx = part
+            else:
+                raise ConfigError(f"Override {text!r}: '{'.'.join(parts[:i])}' is a value, not a section.")
+            if last:
+                node[idx] = value
+            else:
+                child = node.get(idx) if isinstance(node, dict) else node[idx]
+                if child is None:
+                    child = {}
+                    node[idx] = child
+                if not isinstance(child, (dict, list)):
+                    raise ConfigError(f"Override {text!r}: '{where}' is a value, not a section.")
+                node = child
     return out
 
 

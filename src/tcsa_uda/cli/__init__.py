@@ -19,6 +19,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "verify",
     "prepare",
     "embed_text",
+    "train",
+    "demo",
 )
 
 for _name in COMMAND_MODULES:

@@ -122,6 +122,7 @@ class TrainConfig:
     fidelity: Fidelity = "paper"
     seed: int = 0
     device: str = "auto"
+    num_threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     checkpoint_every: int = 500
     log_every: int = 10
     progress: bool = True

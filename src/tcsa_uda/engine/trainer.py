@@ -57,8 +57,6 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ConfigError(f"data.source and data.target must name domains; found source={cfg.data.source!r}, target={cfg.data.target!r}.")
     if cfg.data.source == cfg.data.target:
         raise ConfigError(f"data.source and data.target are both {cfg.data.source!r}: adaptation needs two different domains.")
-    if cfg.stages[0].init == "previous" and len(cfg.stages) > 0:
-        pass  # the first stage has no previous stage: it starts from scratch (documented)
 
 
 def build_model(cfg: TrainConfig, inputs: RunInputs) -> nn.Module:
@@ -114,6 +112,8 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = False) -> TrainResult:
     validate_config(cfg)
     out_dir = Path(out_dir)
     device = resolve_device(cfg.device)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
     dist_info = init_distributed(device)
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)

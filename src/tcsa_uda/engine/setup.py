@@ -1,0 +1,128 @@
+"""Everything a run needs before its first iteration, checked before training starts.
+
+:func:`build_run_inputs` resolves the prepared dataset, checks that the configured domains
+exist and differ and that the source has labelled training slices, encodes (or loads from the
+cache) the class prompts of both modalities, and returns loader factories. Any problem stops the
+run here with a message naming the config key or file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tcsa_uda.data.contract import DatasetSpec, DomainSpec
+from tcsa_uda.data.prepare import PreparedIndex, load_prepared
+from tcsa_uda.data.slices import SliceDataset
+from tcsa_uda.engine.loaders import EndlessLoader
+from tcsa_uda.engine.train_config import TrainConfig
+from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
+from tcsa_uda.paths import DATA_ENV
+from tcsa_uda.text import TextEmbeddings, encode_dataset_text
+
+
+@dataclass
+class RunInputs:
+    """Resolved inputs of a run.
+
+    Attributes:
+        index: the prepared dataset.
+        text: frozen prompt embeddings of every domain, (M, C, D).
+        text_source, text_target: (C, D) on the run's device.
+        make_loaders: ``(seed, uses_target) -> {"source": EndlessLoader, "target"?: EndlessLoader}``.
+        preprocessing: what predict needs to reproduce the input pipeline.
+    """
+
+    index: PreparedIndex
+    text: TextEmbeddings
+    text_source: torch.Tensor
+    text_target: torch.Tensor
+    make_loaders: Callable[..., dict[str, EndlessLoader]]
+    preprocessing: dict[str, Any]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.index.class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.index.class_names)
+
+
+def resolve_prepared(path: str) -> Path:
+    """A prepared folder: as given if it exists, else under ``$TCSA_UDA_DATA``."""
+    if not path:
+        raise ConfigError("data.prepared is empty: give the folder written by `tcsa-uda prepare`.")
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    root = os.environ.get(DATA_ENV)
+    if root and (Path(root) / p).exists():
+        return Path(root) / p
+    raise MissingPathError(
+        f"data.prepared={path!r}: no such folder (looked in the current folder"
+        f"{' and in $' + DATA_ENV if root else '; $' + DATA_ENV + ' is not set'}). Run `tcsa-uda prepare DATASET --out {path}` first."
+    )
+
+
+def spec_from_index(index: PreparedIndex) -> DatasetSpec:
+    """The class and modality part of the dataset description, as recorded by prepare."""
+    domains = {name: DomainSpec(name=name, modality=mod, cases=()) for name, mod in index.modalities.items()}
+    return DatasetSpec(
+        name=index.dataset_name,
+        labels=dict(index.labels),
+        domains=domains,
+        root=index.root,
+        class_descriptions=dict(index.class_descriptions),
+    )
+
+
+def build_run_inputs(cfg: TrainConfig, device: torch.device, rank: int = 0) -> RunInputs:
+    """Resolve and check the data and text of ``cfg`` (see the module docstring)."""
+    index = load_prepared(resolve_prepared(cfg.data.prepared))
+    src, tgt = cfg.data.source, cfg.data.target
+    for key, name in (("data.source", src), ("data.target", tgt)):
+        if name not in index.modalities:
+            raise ConfigError(f"{key}={name!r}: no such domain in {index.root}; prepared domains: {', '.join(index.modalities)}.")
+    splits = tuple(cfg.data.train_splits)
+    src_ds = SliceDataset(index, src, split=splits, with_labels=True)
+    tgt_ds = SliceDataset(index, tgt, split=splits, with_labels=False)
+    if len(src_ds) == 0:
+        raise DatasetError(f"{index.root}: source domain {src!r} has no labelled slices in splits {list(splits)}.")
+    if len(tgt_ds) == 0:
+        raise DatasetError(f"{index.root}: target domain {tgt!r} has no slices in splits {list(splits)}.")
+    cache = Path(cfg.text.cache_dir) if cfg.text.cache_dir else None
+    text = encode_dataset_text(
+        spec_from_index(index),
+        encoder=cfg.text.encoder,
+        template=cfg.text.template,
+        use_descriptions=cfg.text.use_descriptions,
+        cache_dir=cache,
+        domains=[src, tgt],
+    )
+    bs, workers = cfg.data.batch_size, cfg.data.num_workers
+
+    def make_loaders(seed: int, uses_target: bool = True) -> dict[str, EndlessLoader]:
+        loaders = {"source": EndlessLoader(src_ds, bs, seed, workers, name=f"source domain {src!r}")}
+        if uses_target:
+            loaders["target"] = EndlessLoader(tgt_ds, bs, seed + 1, workers, name=f"target domain {tgt!r}")
+        return loaders
+
+    preprocessing = {
+        "prepare": dict(index.settings),
+        "size": index.size,
+        "modalities": dict(index.modalities),
+    }
+    return RunInputs(
+        index=index,
+        text=text,
+        text_source=text.for_domain(src).to(device),
+        text_target=text.for_domain(tgt).to(device),
+        make_loaders=make_loaders,
+        preprocessing=preprocessing,
+    )

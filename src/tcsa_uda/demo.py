@@ -72,7 +72,8 @@ def demo_configs(s: DemoSettings, prepared: Path) -> dict[str, TrainConfig]:
     src, tgt = DIRECTIONS[s.direction]
     common = [f"data.prepared={prepared}", f"data.source={src}", f"data.target={tgt}", f"seed={s.seed}", f"progress={str(s.progress).lower()}"]
     cfgs = {}
-    for method, file in (("source_only", "phantom_mr2ct_source_only.yaml"), ("tcsa", "phantom_mr2ct.yaml")):
+    tag = s.direction.lower()
+    for method, file in (("source_only", f"phantom_{tag}_source_only.yaml"), ("tcsa", f"phantom_{tag}.yaml")):
         cfg = load_config(TrainConfig, packaged_config(file), [*common, *s.overrides])
         for stage in cfg.stages:
             stage.iterations = max(1, int(round(stage.iterations * s.iterations_scale)))

@@ -89,6 +89,10 @@ def build_run_inputs(cfg: TrainConfig, device: torch.device, rank: int = 0) -> R
     for key, name in (("data.source", src), ("data.target", tgt)):
         if name not in index.modalities:
             raise ConfigError(f"{key}={name!r}: no such domain in {index.root}; prepared domains: {', '.join(index.modalities)}.")
+    if cfg.data.classes is not None and list(cfg.data.classes) != list(index.class_names):
+        raise ConfigError(
+            f"data.classes={list(cfg.data.classes)} differs from the classes of {index.root}: {list(index.class_names)}."
+        )
     splits = tuple(cfg.data.train_splits)
     src_ds = SliceDataset(index, src, split=splits, with_labels=True)
     tgt_ds = SliceDataset(index, tgt, split=splits, with_labels=False)

@@ -27,6 +27,9 @@ class DataConfig:
         batch_size: slices per domain per iteration.
         train_splits: splits of the source whose labelled slices are used for supervision; the
             target uses the images of the same splits, never their labels.
+        classes: optional list of class names (background first) the run expects; when given it
+            must equal the prepared dataset's classes, so a config for one class set cannot
+            silently train on another.
     """
 
     prepared: str = ""
@@ -35,6 +38,7 @@ class DataConfig:
     batch_size: int = 4
     num_workers: int = 0
     train_splits: tuple[str, ...] = ("train",)
+    classes: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -1,0 +1,94 @@
+"""End-to-end tests of the training engine on a tiny prepared phantom (CPU, seconds)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tcsa_uda.config import load_config, read_yaml
+from tcsa_uda.engine.checkpoint import load_checkpoint, save_checkpoint
+from tcsa_uda.engine.train_config import TrainConfig
+from tcsa_uda.engine.trainer import train
+from tcsa_uda.errors import ConfigError, MissingPathError
+
+
+def _cfg(overrides, stages="[{method: source_only, iterations: 3}]", extra=()):
+    return load_config(TrainConfig, None, [*overrides, f"stages={stages}", *extra])
+
+
+def test_two_stage_tcsa_run_writes_everything(tmp_path, tiny_overrides):
+    cfg = _cfg(
+        tiny_overrides,
+        "[{method: adaoutput, iterations: 3}, {method: tcsa, iterations: 4}]",
+        ["loss.align_start=1", "checkpoint_every=2", "log_every=1"],
+    )
+    res = train(cfg, tmp_path / "run")
+    assert res.final_checkpoint.is_file()
+    assert read_yaml(tmp_path / "run" / "config.yaml")["stages"][1]["method"] == "tcsa"
+    s2 = tmp_path / "run" / "stage2_tcsa"
+    rows = [json.loads(line) for line in (s2 / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert "proto" in rows[-1] and "vl_s" in rows[-1] and "vl_t" in rows[-1]
+    assert "proto" not in rows[0]  # alignment losses start after loss.align_start iterations
+    ck = load_checkpoint(res.final_checkpoint)
+    assert ck["class_names"][0] == "background" and ck["method"] == "tcsa"
+    assert ck["text"]["embeddings"].shape[-1] == 16
+    # stage 2 starts from stage 1's final weights
+    s1 = load_checkpoint(tmp_path / "run" / "stage1_adaoutput" / "final.pt")
+    assert not all(torch.equal(s1["model"][k], ck["model"][k]) for k in ck["model"])
+
+
+def test_resume_continues_where_interrupted(tmp_path, tiny_overrides):
+    extra = ["checkpoint_every=2", "log_every=1", "seed=5"]
+    full = _cfg(tiny_overrides, "[{method: adaoutput, iterations: 4}]", extra)
+    train(full, tmp_path / "full")
+    ref = load_checkpoint(tmp_path / "full" / "final.pt")["model"]
+
+    # Interrupted run: keep only the iteration-2 checkpoint of a 4-iteration stage.
+    part = _cfg(tiny_overrides, "[{method: adaoutput, iterations: 4}]", extra)
+    run = tmp_path / "part"
+    train(part, run)
+    sdir = run / "stage1_adaoutput"
+    (sdir / "final.pt").unlink()
+    (run / "final.pt").unlink()
+    assert (sdir / "checkpoint_last.pt").is_file()
+    assert load_checkpoint(sdir / "checkpoint_last.pt")["iteration"] == 2
+    train(part, run, resume=True)
+    got = load_checkpoint(run / "final.pt")["model"]
+    for k in ref:
+        assert torch.allclose(ref[k].float(), got[k].float(), atol=1e-5), k
+
+
+@pytest.mark.parametrize(
+    "extra, error, match",
+    [
+        (["stages=[{method: nope, iterations: 1}]"], ConfigError, "valid methods"),
+        (["data.target=MR"], ConfigError, "two different domains"),
+        (["data.source=PET"], ConfigError, "prepared domains"),
+        (["data.classes=[background, liver]"], ConfigError, "differs from the classes"),
+        (["data.prepared=does/not/exist"], MissingPathError, "tcsa-uda prepare"),
+        (["model.name=unet9000"], ConfigError, "deeplabv2_r101"),
+    ],
+)
+def test_bad_configs_stop_before_training(tmp_path, tiny_overrides, extra, error, match):
+    cfg = load_config(TrainConfig, None, [*tiny_overrides, "stages=[{method: source_only, iterations: 1}]", *extra])
+    with pytest.raises(error, match=match):
+        train(cfg, tmp_path / "bad")
+    assert not (tmp_path / "bad" / "stage1_source_only").exists()
+
+
+def test_checkpoint_errors(tmp_path):
+    from tcsa_uda.engine.checkpoint import CheckpointError
+
+    with pytest.raises(MissingPathError):
+        load_checkpoint(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"a": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="format"):
+        load_checkpoint(tmp_path / "other.pt")
+    save_checkpoint(tmp_path / "ok.pt", {"x": torch.ones(2)})
+    assert torch.equal(load_checkpoint(tmp_path / "ok.pt")["x"], torch.ones(2))

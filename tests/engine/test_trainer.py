@@ -28,8 +28,12 @@ def test_two_stage_tcsa_run_writes_everything(tmp_path, tiny_overrides):
     assert res.final_checkpoint.is_file()
     assert read_yaml(tmp_path / "run" / "config.yaml")["stages"][1]["method"] == "tcsa"
     s2 = tmp_path / "run" / "stage2_tcsa"
-    rows = [json.loads(line) for line in (s2 / "metrics.jsonl").read_text().splitlines()]
+    all_rows = [json.loads(line) for line in (s2 / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in all_rows if r["kind"] == "train"]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    select = [r for r in all_rows if r["kind"] == "select"]
+    assert [r["step"] for r in select] == [4]  # end of stage (selection.every defaults to 100)
+    assert 0.0 <= select[0]["target_aux_agreement"] <= 1.0 and 0.0 <= select[0]["target_entropy"] <= 1.0
     assert "proto" in rows[-1] and "vl_s" in rows[-1] and "vl_t" in rows[-1]
     assert "proto" not in rows[0]  # alignment losses start after loss.align_start iterations
     ck = load_checkpoint(res.final_checkpoint)
@@ -92,3 +96,29 @@ def test_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     save_checkpoint(tmp_path / "ok.pt", {"x": torch.ones(2)})
     assert torch.equal(load_checkpoint(tmp_path / "ok.pt")["x"], torch.ones(2))
+
+
+def test_label_free_selection_picks_best_and_hands_it_on(tmp_path, tiny_overrides):
+    cfg = _cfg(
+        tiny_overrides,
+        "[{method: adaoutput, iterations: 4}, {method: tcsa, iterations: 2}]",
+        ["selection.criterion=target_entropy", "selection.every=1", "log_every=1"],
+    )
+    train(cfg, tmp_path / "run")
+    s1 = tmp_path / "run" / "stage1_adaoutput"
+    scores = [json.loads(x) for x in (s1 / "metrics.jsonl").read_text().splitlines()]
+    ent = {r["step"]: r["target_entropy"] for r in scores if r["kind"] == "select"}
+    assert sorted(ent) == [1, 2, 3, 4]
+    best = load_checkpoint(s1 / "best.pt")
+    assert best["selection"]["criterion"] == "target_entropy"
+    assert best["selection"]["iteration"] == min(ent, key=ent.get)
+    assert "oracle" not in scores[-1]  # target test labels are not read unless asked for
+    final = load_checkpoint(tmp_path / "run" / "final.pt")
+    assert final["selection"]["criterion"] == "target_entropy" and final["method"] == "tcsa"
+
+
+def test_oracle_selection_is_named(tmp_path, tiny_overrides):
+    cfg = _cfg(tiny_overrides, "[{method: source_only, iterations: 2}]", ["selection.criterion=oracle", "selection.every=1"])
+    train(cfg, tmp_path / "run")
+    final = load_checkpoint(tmp_path / "run" / "final.pt")
+    assert final["selection"]["criterion"] == "oracle"

@@ -21,6 +21,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "embed_text",
     "train",
     "demo",
+    "evaluate",
+    "predict",
+    "convert",
 )
 
 for _name in COMMAND_MODULES:

@@ -25,9 +25,12 @@ IMAGE_CHANNELS = 3
 """Input channels of the segmentation network: the grey value repeated (METHOD.md)."""
 
 
-def to_three_channels(slices: np.ndarray) -> torch.Tensor:
+def to_three_channels(slices: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Repeat grey slices to 3 channels: (H, W) -> (3, H, W) or (S, H, W) -> (S, 3, H, W), float32."""
-    tensor = torch.from_numpy(np.array(slices, dtype=np.float32))  # copy out of the memory map
+    if isinstance(slices, torch.Tensor):
+        tensor = slices.float()
+    else:
+        tensor = torch.from_numpy(np.array(slices, dtype=np.float32))  # copy out of the memory map
     return tensor.unsqueeze(-3).repeat_interleave(IMAGE_CHANNELS, dim=-3)
 
 

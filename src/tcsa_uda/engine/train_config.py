@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from tcsa_uda.engine.selection import SelectionConfig
 from tcsa_uda.errors import ConfigError
 
 Fidelity = Literal["paper", "released"]
@@ -57,11 +58,19 @@ class TextConfig:
 
 @dataclass
 class ModelConfig:
-    """Network choice. ``base_width`` applies to the light model only; ``weights`` is a local file."""
+    """Network choice.
+
+    Attributes:
+        name: a registered segmenter (``deeplabv2_r101`` = the paper configuration, ``light``).
+        weights: optional local file of backbone weights (no downloads).
+        base_width: width of the light backbone (light model only).
+        disc_width: first-layer channels of the PatchGAN discriminators (paper: 64).
+    """
 
     name: str = "deeplabv2_r101"
     weights: str | None = None
     base_width: int | None = None
+    disc_width: int = 64
 
 
 @dataclass
@@ -123,6 +132,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     fidelity: Fidelity = "paper"
     seed: int = 0
     device: str = "auto"

@@ -2,7 +2,11 @@
 
 ``train(cfg, out_dir)`` runs every stage of ``cfg.stages`` in order. Each stage writes
 ``<out>/stage<k>_<method>/`` with ``checkpoint_last.pt`` (every ``checkpoint_every`` iterations,
-atomically), ``final.pt`` at the end, ``metrics.jsonl`` and TensorBoard scalars. A finished stage
+atomically), ``final.pt`` at the end, ``best.pt`` (the best iteration of the label-free selection
+criterion, :mod:`tcsa_uda.engine.selection`), ``metrics.jsonl`` and TensorBoard scalars. The
+selected checkpoint of a stage (``best.pt``, or ``final.pt`` with ``selection.criterion: last``)
+initialises the next stage, and the last stage's selected checkpoint is copied to
+``<out>/final.pt``. A finished stage
 is skipped on ``resume``; an unfinished one continues from its last checkpoint (model, method
 state, optimisers, RNG states and loader position). The resolved configuration is saved as
 ``<out>/config.yaml``.
@@ -26,6 +30,7 @@ from tcsa_uda.engine.distributed import DistInfo, barrier, init_distributed, shu
 from tcsa_uda.engine.logging import MetricsLogger
 from tcsa_uda.engine.schedule import set_poly_lr
 from tcsa_uda.engine.seed import rng_state, seed_everything, set_rng_state
+from tcsa_uda.engine.selection import Selector
 from tcsa_uda.engine.setup import RunInputs, build_run_inputs
 from tcsa_uda.engine.train_config import StageConfig, TrainConfig
 from tcsa_uda.errors import ConfigError
@@ -34,6 +39,7 @@ from tcsa_uda.models import build_segmenter
 
 FINAL = "final.pt"
 LAST = "checkpoint_last.pt"
+BEST = "best.pt"
 
 
 @dataclass
@@ -43,6 +49,11 @@ class TrainResult:
     out_dir: Path
     final_checkpoint: Path
     stage_dirs: list[Path]
+
+
+def selected_checkpoint(sdir: Path) -> Path:
+    """``best.pt`` when a selection criterion chose one, else ``final.pt``."""
+    return sdir / BEST if (sdir / BEST).is_file() else sdir / FINAL
 
 
 def stage_dir(out_dir: Path, index: int, stage: StageConfig) -> Path:
@@ -76,6 +87,7 @@ def checkpoint_payload(
     method: UDAMethod | None = None,
     optimizers: dict[str, torch.optim.Optimizer] | None = None,
     loaders: dict[str, Any] | None = None,
+    selection: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to resume training or to predict without the dataset folder."""
     payload: dict[str, Any] = {
@@ -92,6 +104,8 @@ def checkpoint_payload(
         "text": inputs.text.to_dict(),
         "preprocessing": inputs.preprocessing,
     }
+    if selection is not None:
+        payload["selection"] = selection
     if method is not None:
         payload["method_state"] = method.state_dict()
     if optimizers is not None:
@@ -129,16 +143,16 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = False) -> TrainResult:
         for k, stage in enumerate(cfg.stages):
             sdir = stage_dir(out_dir, k, stage)
             stage_dirs.append(sdir)
-            if resume and (sdir / FINAL).is_file():
-                state = load_checkpoint(sdir / FINAL, map_location=device)
-                model.load_state_dict(state["model"])
-                continue
-            if k > 0 and stage.init == "scratch":
-                seed_everything(cfg.seed + 1000 * k + dist_info.rank)
-                model = build_model(cfg, inputs).to(device)
-            _run_stage(cfg, inputs, model, k, sdir, device, dist_info, resume)
+            if not (resume and (sdir / FINAL).is_file()):
+                if k > 0 and stage.init == "scratch":
+                    seed_everything(cfg.seed + 1000 * k + dist_info.rank)
+                    model = build_model(cfg, inputs).to(device)
+                _run_stage(cfg, inputs, model, k, sdir, device, dist_info, resume)
+            # The next stage (and the run's final.pt) starts from this stage's selected weights.
+            state = load_checkpoint(selected_checkpoint(sdir), map_location=device)
+            model.load_state_dict(state["model"])
         if dist_info.is_main:
-            state = load_checkpoint(stage_dirs[-1] / FINAL, map_location="cpu")
+            state = load_checkpoint(selected_checkpoint(stage_dirs[-1]), map_location="cpu")
             save_checkpoint(final, {k: v for k, v in state.items() if k != "format"})
         barrier(dist_info)
         return TrainResult(out_dir=out_dir, final_checkpoint=final, stage_dirs=stage_dirs)
@@ -172,10 +186,12 @@ def _run_stage(
         fidelity=cfg.fidelity,
         device=device,
         core=model,
+        disc_width=cfg.model.disc_width,
     )
     method = build_method(stage.method, ctx)
     optimizers = method.build_optimizers()
     loaders = inputs.make_loaders(seed=cfg.seed + 7919 * k + 104729 * dist_info.rank, uses_target=method.uses_target)
+    selector = Selector.build(cfg.selection, inputs.index, cfg.data.source, cfg.data.target) if dist_info.is_main else None
     start = 0
     if resume and (sdir / LAST).is_file():
         state = load_checkpoint(sdir / LAST, map_location=device)
@@ -187,6 +203,11 @@ def _run_stage(
             loader.load_state_dict(state["loaders"][name])
         set_rng_state(state["rng"])
         start = int(state["iteration"])
+        if selector is not None and "selector" in state:
+            selector.best_value = float(state["selector"]["best_value"])
+            selector.best_iteration = int(state["selector"]["best_iteration"])
+    if start == 0 and dist_info.is_main:
+        (sdir / BEST).unlink(missing_ok=True)  # a fresh stage never inherits an older run's choice
     logger = MetricsLogger(sdir, tensorboard=cfg.tensorboard) if dist_info.is_main else None
     decay = cfg.optim.decay_iterations or stage.iterations
     model.train()
@@ -211,17 +232,43 @@ def _run_stage(
                 logs["lr"] = optimizers["sgd"].param_groups[0]["lr"]
                 logs["sec_per_it"] = (time.perf_counter() - t0) / max(step - start, 1)
                 logger.log(step, logs)
+            if selector is not None and (step % cfg.selection.every == 0 or step == stage.iterations):
+                _select(cfg, inputs, model, method, selector, k, step, sdir, logger)
             bar.set_postfix({key: f"{v:.3f}" for key, v in logs.items() if key in ("loss", "seg", "adv", "proto", "vl_s", "vl_t")})
             bar.update(1)
             if dist_info.is_main and step % cfg.checkpoint_every == 0 and step < stage.iterations:
-                save_checkpoint(sdir / LAST, checkpoint_payload(cfg, inputs, model, k, step, method, optimizers, loaders))
+                payload = checkpoint_payload(cfg, inputs, model, k, step, method, optimizers, loaders)
+                if selector is not None:
+                    payload["selector"] = {"best_value": selector.best_value, "best_iteration": selector.best_iteration}
+                save_checkpoint(sdir / LAST, payload)
         if dist_info.is_main:
-            save_checkpoint(sdir / FINAL, checkpoint_payload(cfg, inputs, model, k, stage.iterations, method))
+            info = {"criterion": "last", "iteration": stage.iterations}
+            save_checkpoint(sdir / FINAL, checkpoint_payload(cfg, inputs, model, k, stage.iterations, method, selection=info))
     finally:
         bar.close()
         if logger is not None:
             logger.close()
     barrier(dist_info)
+
+
+def _select(
+    cfg: TrainConfig,
+    inputs: RunInputs,
+    model: nn.Module,
+    method: UDAMethod,
+    selector: Selector,
+    k: int,
+    step: int,
+    sdir: Path,
+    logger: MetricsLogger | None,
+) -> None:
+    """Score the model, log every score, and save ``best.pt`` when the criterion improves."""
+    scores = selector.score(model, inputs.text_source, inputs.text_target, inputs.num_classes)
+    if logger is not None:
+        logger.log(step, scores, kind="select")
+    if cfg.selection.criterion != "last" and selector.update(step, scores):
+        info = {"criterion": cfg.selection.criterion, "iteration": step, "value": selector.best_value}
+        save_checkpoint(sdir / BEST, checkpoint_payload(cfg, inputs, model, k, step, method, selection=info))
 
 
 def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

@@ -158,8 +158,7 @@ def predict_slices(
     out = []
     size = tuple(slices.shape[-2:])
     for start in range(0, slices.shape[0], batch_size):
-        x = torch.from_numpy(np.array(slices[start : start + batch_size], dtype=np.float32))
-        x = to_three_channels(x).to(device)  # (b, 3, H, W)
+        x = to_three_channels(np.asarray(slices[start : start + batch_size])).to(device)  # (b, 3, H, W)
         prob = torch.softmax(upsample_logits(model(x, text).main, size), dim=1)
         if flip:
             xf = torch.flip(x, dims=[-1])

@@ -35,6 +35,7 @@ class MethodContext:
         text_target: (C, D_text) frozen embeddings of the target-modality prompts.
         optim: optimiser settings.
         loss: loss weights.
+        disc_width: first-layer channels of the discriminators.
         fidelity: ``paper`` or ``released`` (METHOD.md, Two fidelity modes).
         device: where the tensors live.
     """
@@ -48,6 +49,7 @@ class MethodContext:
     fidelity: str
     device: torch.device
     core: nn.Module | None = None
+    disc_width: int = 64
 
     @property
     def segmenter(self) -> nn.Module:

@@ -30,7 +30,8 @@ class OutputSpaceAdversarial(UDAMethod):
 
     def build_discriminators(self) -> nn.ModuleDict:
         c = self.ctx.num_classes
-        return nn.ModuleDict({"main": build_discriminator(c), "aux": build_discriminator(c)})
+        w = self.ctx.disc_width
+        return nn.ModuleDict({"main": build_discriminator(c, w), "aux": build_discriminator(c, w)})
 
     def adversarial_loss(self, out: StepOutputs) -> Tensor:
         """Generator side: target predictions should be classified as source."""

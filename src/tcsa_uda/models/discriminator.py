@@ -45,12 +45,15 @@ class PatchDiscriminator(nn.Module):
         return self.layers(x)
 
 
-def build_discriminator(num_classes: int) -> nn.Module:
+def build_discriminator(num_classes: int, width: int = 64) -> nn.Module:
     """A :class:`PatchDiscriminator` on ``num_classes``-channel output maps.
+
+    ``width`` is the first layer's channels (paper: 64 -> 64-128-256-512-1); a smaller width
+    makes the light CPU configuration affordable.
 
     Raises:
         ConfigError: if ``num_classes < 2``.
     """
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
         raise ConfigError(f"build_discriminator 'num_classes': expected an integer >= 2, found {num_classes!r}.")
-    return PatchDiscriminator(num_classes)
+    return PatchDiscriminator(num_classes, width=width)

@@ -1,0 +1,92 @@
+"""``tcsa-uda convert mmwhs|mmwhs-sifa|abdomen|brats``: raw downloads -> dataset folders.
+
+Each command parses its options, calls one converter of :mod:`tcsa_uda.data.convert` and prints
+the summary (cases per domain and split, voxels per class, notes, verification result). The
+dataset folder it writes is ready for ``tcsa-uda prepare``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from tcsa_uda.cli.app import app
+from tcsa_uda.data.convert.common import DEFAULT_VAL_FRACTION, ConversionResult
+
+convert_app = typer.Typer(
+    name="convert",
+    help="Convert a public benchmark download into a dataset folder (dataset.json + NIfTI), with the literature split.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(convert_app, name="convert")
+
+_OUT = typer.Option(..., "--out", "-o", help="Output dataset folder (dataset.json, NIfTI volumes, split.json, summary.json).")
+_VAL = typer.Option(DEFAULT_VAL_FRACTION, "--val-fraction", help="Share of each domain's training cases moved to 'val' when it has >= 10 (0 disables).")
+_SEED = typer.Option(0, "--seed", help="Seed of the random split steps.")
+_PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
+
+
+def _report(result: ConversionResult) -> None:
+    typer.echo(result.format())
+
+
+@convert_app.command("mmwhs")
+def mmwhs_command(
+    ct: Path = typer.Option(..., "--ct", help="Folder with the MM-WHS CT files ct_train_10XX_image/_label.nii.gz."),
+    mr: Path = typer.Option(..., "--mr", help="Folder with the MM-WHS MR files mr_train_10XX_image/_label.nii.gz."),
+    out: Path = _OUT,
+    val_fraction: float = _VAL,
+    seed: int = _SEED,
+    progress: bool = _PROGRESS,
+) -> None:
+    """MM-WHS 2017 CT + MR NIfTI: codes 205/420/500/820 -> MYO/LAC/LVC/AA, SIFA test ids, RAS+ (slice with --axis coronal)."""
+    from tcsa_uda.data.convert.mmwhs import convert_mmwhs
+
+    _report(convert_mmwhs(ct, mr, out, val_fraction=val_fraction, seed=seed, progress=progress))
+
+
+@convert_app.command("mmwhs-sifa")
+def mmwhs_sifa_command(
+    root: Path = typer.Option(..., "--root", help="Folder of the SIFA/MPSCL release: test *.npz volumes, training slices and datalists."),
+    out: Path = _OUT,
+    progress: bool = _PROGRESS,
+) -> None:
+    """The preprocessed SIFA/MPSCL MM-WHS release (test flip undone; slice with --axis coronal)."""
+    from tcsa_uda.data.convert.mmwhs_sifa import convert_mmwhs_sifa
+
+    _report(convert_mmwhs_sifa(root, out, progress=progress))
+
+
+@convert_app.command("abdomen")
+def abdomen_command(
+    chaos: Path = typer.Option(..., "--chaos", help="Folder of the CHAOS download (searched for <patient>/T2SPIR folders)."),
+    btcv: Path = typer.Option(..., "--btcv", help="Folder of the BTCV download (img00XX.nii.gz, label00XX.nii.gz)."),
+    out: Path = _OUT,
+    val_fraction: float = _VAL,
+    seed: int = _SEED,
+    progress: bool = _PROGRESS,
+) -> None:
+    """CHAOS T2-SPIR MRI + BTCV CT: liver / right kidney / left kidney / spleen, literature test ids, axial."""
+    from tcsa_uda.data.convert.abdomen import convert_abdomen
+
+    _report(convert_abdomen(chaos, btcv, out, val_fraction=val_fraction, seed=seed, progress=progress))
+
+
+@convert_app.command("brats")
+def brats_command(
+    root: Path = typer.Option(..., "--root", help="Folder of the BraTS download (<case>_flair, <case>_t2, <case>_seg NIfTI files)."),
+    out: Path = _OUT,
+    split: Path | None = typer.Option(None, "--split", help="Reuse the split.json of an earlier conversion instead of drawing one."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the patient split (FLAIR / T2 halves, test and val draws)."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of each domain's patients used for testing."),
+    val_fraction: float = _VAL,
+    progress: bool = _PROGRESS,
+) -> None:
+    """BraTS: whole tumour, FLAIR and T2 domains over disjoint patients (seeded split written to split.json)."""
+    from tcsa_uda.data.convert.brats import convert_brats
+
+    _report(
+        convert_brats(root, out, split=split, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction, progress=progress)
+    )

@@ -1,0 +1,82 @@
+"""``tcsa-uda evaluate RUN|CHECKPOINT --dataset DIR --out DIR`` (or ``--pred DIR``).
+
+Parses the options and calls :func:`tcsa_uda.evaluation.evaluate.run_evaluation`; prints the
+markdown summary and the files written. Conventions: docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from tcsa_uda.cli.app import app
+
+
+@app.command("evaluate")
+def evaluate_command(
+    run: Path | None = typer.Argument(
+        None, metavar="[RUN|CHECKPOINT]", help="Run folder (uses its final.pt) or checkpoint file; omit with --pred."
+    ),
+    dataset: Path = typer.Option(
+        ..., "--dataset", "-d", help="Prepared folder (index.json) or raw dataset folder (dataset.json)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: metrics.csv/json, summary.md/tex."),
+    domain: str | None = typer.Option(None, "--domain", help="Domain to evaluate (default: the checkpoint's target)."),
+    split: str = typer.Option("test", "--split", help="Split to evaluate: train, val or test."),
+    metrics: str = typer.Option("all", "--metrics", help="all (Dice, ASSD both variants, HD95) or dice."),
+    units: str | None = typer.Option(None, "--units", help="Distance units: mm (default), vox or both."),
+    assd_variant: str | None = typer.Option(
+        None, "--assd-variant", help="ASSD shown in the tables: pooled (default) or mean_of_means."
+    ),
+    empty_policy: str | None = typer.Option(
+        None, "--empty-policy", help="Missing structure: nan (default), sifa_mpscl (ASSD 1) or adr (ASSD 100)."
+    ),
+    parity: str | None = typer.Option(
+        None, "--parity", help="sifa: the literature's conventions (voxels, mean_of_means, missing -> ASSD 1)."
+    ),
+    pred: Path | None = typer.Option(None, "--pred", help="Score label maps on disk (<case>.nii.gz, any nesting)."),
+    allow_missing: bool = typer.Option(
+        False, "--allow-missing", help="With --pred: score cases without a file as empty predictions (listed)."
+    ),
+    flip: bool = typer.Option(False, "--flip", help="Horizontal-flip test-time augmentation."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Slices per forward pass (no slice is dropped)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    save_predictions: bool = typer.Option(
+        False, "--save-predictions", help="Also write the label maps to OUT/predictions/<case>.nii.gz."
+    ),
+    label: str | None = typer.Option(None, "--label", help="Row name in the tables (default: the method)."),
+    model_selection: str | None = typer.Option(
+        None, "--model-selection", help="How the model was chosen, printed in the tables (default: from the checkpoint)."
+    ),
+    class_order: str | None = typer.Option(
+        None, "--class-order", help="Comma-separated class names in table column order (default: id order)."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the volumes."),
+) -> None:
+    """Per-volume Dice/ASSD/HD95 of a model (or of label maps on disk) on one domain and split."""
+    from tcsa_uda.engine.device import resolve_device
+    from tcsa_uda.evaluation.evaluate import resolve_settings, run_evaluation
+
+    settings = resolve_settings(metrics, units, assd_variant, empty_policy, parity)
+    order = [c.strip() for c in class_order.split(",")] if class_order else None
+    result = run_evaluation(
+        dataset,
+        out,
+        checkpoint=run,
+        pred_dir=pred,
+        domain=domain,
+        split=split,
+        settings=settings,
+        flip=flip,
+        batch_size=batch_size,
+        device=resolve_device(device) if pred is None else "cpu",
+        allow_missing=allow_missing,
+        save_predictions=save_predictions,
+        label=label,
+        model_selection=model_selection,
+        class_order=order,
+        progress=progress,
+    )
+    typer.echo(result.markdown)
+    typer.echo("written: " + ", ".join(str(p) for p in result.files.values()))

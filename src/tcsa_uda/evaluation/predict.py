@@ -1,0 +1,391 @@
+"""``tcsa-uda predict``: label maps for the user's own NIfTI volumes and DICOM series.
+
+The checkpoint carries everything needed (network, class names, text embeddings of its
+domains, ``prepare`` settings), so no dataset folder is involved: each input volume is
+normalised, sliced and resized as ``prepare`` did for training
+(:func:`~tcsa_uda.evaluation.inference.predict_volume`), every slice is predicted, and the
+prediction is mapped back onto the input's voxel grid. Outputs::
+
+    OUT/<name>.nii.gz                 uint8 label map (class ids of the checkpoint), the input's
+                                      shape, affine and header (qform/sform codes kept)
+    OUT/<name>_probabilities.nii.gz   float32 (X, Y, Z, C) softmax maps, with --probabilities
+    OUT/predict.json                  checkpoint, classes, settings and every input -> output
+
+``<name>`` is the input file name without ``.nii``/``.nii.gz`` (folders below ``--input`` are
+mirrored), or for a DICOM series the name of its folder (plus ``_<SeriesNumber>`` when a folder
+holds several series).
+
+DICOM series are read with pydicom: files are grouped by ``SeriesInstanceUID``, slices are sorted
+by ``ImagePositionPatient`` projected on the slice normal (the cross product of the two
+``ImageOrientationPatient`` direction cosines), rescaled with ``RescaleSlope``/``Intercept``, and
+the affine is built in DICOM's LPS patient frame and converted to NIfTI's RAS frame. The array
+is ``(columns, rows, slices)``, as dcm2niix writes it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import torch
+from pydicom.errors import InvalidDicomError
+from tqdm import tqdm
+
+from tcsa_uda import __version__
+from tcsa_uda.atomic import atomic_write_json
+from tcsa_uda.data.io import Volume, is_nifti, load_nifti, save_nifti
+from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
+from tcsa_uda.evaluation.evaluate import LoadedModel, load_model, nifti_stem, resolve_checkpoint
+from tcsa_uda.evaluation.inference import predict_volume
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+"""DICOM patient coordinates (L, P, S increasing) -> NIfTI world coordinates (R, A, S)."""
+
+PROBABILITY_SUFFIX = "_probabilities"
+RECORD_FILE = "predict.json"
+_POSITION_TOL = 0.01  # allowed relative deviation of one slice step from the mean step
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True)
+class InputVolume:
+    """One volume to predict.
+
+    Attributes:
+        name: output name relative to ``--out`` without extension (e.g. ``sub/case1``).
+        source: the NIfTI file, or the folder of a DICOM series.
+        dicom_files: the files of a DICOM series (empty for NIfTI).
+    """
+
+    name: str
+    source: Path
+    dicom_files: tuple[Path, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        return "dicom" if self.dicom_files else "nifti"
+
+
+def find_inputs(path: str | Path) -> list[InputVolume]:
+    """The NIfTI files and DICOM series of ``path`` (a NIfTI file or a folder, searched recursively).
+
+    Files that are neither NIfTI nor DICOM are skipped, except a ``.dcm`` file that cannot be
+    read, which is an error.
+
+    Raises:
+        MissingPathError: ``path`` does not exist.
+        DatasetError: a single file that is not NIfTI, an unreadable ``.dcm`` file, a DICOM
+            file without the tags needed to place it, two inputs with the same output name,
+            or a folder with nothing to predict.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise MissingPathError(f"{root}: input file or folder does not exist.")
+    if root.is_file():
+        if not is_nifti(root):
+            raise DatasetError(
+                f"{root}: expected a NIfTI file (.nii or .nii.gz) or a folder (NIfTI files and/or DICOM series)."
+            )
+        return [InputVolume(name=nifti_stem(root.name), source=root)]
+    inputs: list[InputVolume] = []
+    series: dict[str, list[tuple[Path, Any]]] = {}
+    for p in sorted(root.rglob("*")):
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        if is_nifti(p):
+            rel = p.relative_to(root)
+            inputs.append(InputVolume(name=(rel.parent / nifti_stem(p.name)).as_posix(), source=p))
+            continue
+        ds = _read_dicom_header(p)
+        if ds is not None:
+            series.setdefault(str(ds.SeriesInstanceUID), []).append((p, ds))
+    inputs.extend(_series_inputs(root, series))
+    if not inputs:
+        raise DatasetError(f"{root}: no NIfTI file (.nii/.nii.gz) and no DICOM series found (searched all sub-folders).")
+    seen: dict[str, Path] = {}
+    for item in inputs:
+        key = item.name.lower()
+        if key in seen:
+            raise DatasetError(
+                f"{root}: inputs {seen[key]} and {item.source} would both be written as {item.name}.nii.gz; rename one."
+            )
+        seen[key] = item.source
+    return inputs
+
+
+def _read_dicom_header(path: Path) -> Any | None:
+    """The DICOM header of ``path``, or None when it is not a DICOM file."""
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    except InvalidDicomError as exc:
+        if path.suffix.lower() == ".dcm":
+            raise DatasetError(f"{path}: cannot read as DICOM ({exc}).") from exc
+        return None
+    except Exception as exc:  # pydicom raises many types for corrupt files
+        raise DatasetError(f"{path}: cannot read as DICOM ({type(exc).__name__}: {exc}).") from exc
+    if "SeriesInstanceUID" not in ds:
+        if "PixelData" in ds or path.suffix.lower() == ".dcm":
+            raise DatasetError(f"{path}: DICOM file without SeriesInstanceUID; cannot group it into a series.")
+        return None
+    return ds
+
+
+def _series_inputs(root: Path, series: dict[str, list[tuple[Path, Any]]]) -> list[InputVolume]:
+    by_folder: dict[Path, list[tuple[str, list[tuple[Path, Any]]]]] = {}
+    for uid, items in series.items():
+        folder = Path(os.path.commonpath([str(p.parent) for p, _ in items]))
+        by_folder.setdefault(folder, []).append((uid, items))
+    out = []
+    for folder, groups in sorted(by_folder.items()):
+        rel = folder.relative_to(root)
+        base = rel.as_posix() if rel.parts else root.name
+        for k, (_, items) in enumerate(sorted(groups, key=lambda g: _series_number(g[1][0][1], 0))):
+            name = base
+            if len(groups) > 1:
+                name = f"{base}_{_series_number(items[0][1], k + 1)}"
+            out.append(InputVolume(name=name, source=folder, dicom_files=tuple(p for p, _ in items)))
+    return out
+
+
+def _series_number(ds: Any, default: int) -> int:
+    value = ds.get("SeriesNumber")
+    try:
+        return int(value) if value is not None else default
+    except (TypeError, ValueError):
+        return default
+
+
+# --------------------------------------------------------------------------------------------
+# DICOM series -> volume
+
+
+def read_dicom_series(files: Sequence[str | Path]) -> Volume:
+    """Read one DICOM series as a (columns, rows, slices) float32 volume with a RAS affine.
+
+    Args:
+        files: the files of one series, in any order.
+
+    Returns:
+        A :class:`~tcsa_uda.data.io.Volume` with a NIfTI header (units mm).
+
+    Raises:
+        DatasetError: unreadable files, several series, multi-frame files, missing geometry
+            tags, slices that disagree in orientation, spacing or size, two slices at the same
+            position, or unequal slice spacing.
+    """
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise DatasetError("read_dicom_series: expected at least one file, found none.")
+    slices = []
+    for p in paths:
+        try:
+            ds = pydicom.dcmread(str(p))
+        except Exception as exc:  # pydicom raises many types for corrupt files
+            raise DatasetError(f"{p}: cannot read as DICOM ({type(exc).__name__}: {exc}).") from exc
+        slices.append((p, ds))
+    where = str(paths[0].parent)
+    uids = {str(ds.get("SeriesInstanceUID")) for _, ds in slices}
+    if len(uids) > 1:
+        raise DatasetError(f"{where}: expected the files of one series, found {len(uids)} SeriesInstanceUIDs.")
+    for p, ds in slices:
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            raise DatasetError(f"{p}: multi-frame DICOM is not supported; convert the series to NIfTI (e.g. dcm2niix).")
+        missing = [t for t in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "PixelData") if t not in ds]
+        if missing:
+            raise DatasetError(f"{p}: DICOM slice lacks {missing}; cannot place it in space.")
+    first = slices[0][1]
+    iop = np.asarray([float(v) for v in first.ImageOrientationPatient], dtype=np.float64)
+    spacing = np.asarray([float(v) for v in first.PixelSpacing], dtype=np.float64)  # (between rows, between columns)
+    size = (int(first.Rows), int(first.Columns))
+    for p, ds in slices[1:]:
+        if not np.allclose([float(v) for v in ds.ImageOrientationPatient], iop, atol=1e-4):
+            raise DatasetError(f"{p}: ImageOrientationPatient differs from {slices[0][0]} within one series.")
+        if not np.allclose([float(v) for v in ds.PixelSpacing], spacing, atol=1e-4):
+            raise DatasetError(f"{p}: PixelSpacing differs from {slices[0][0]} within one series.")
+        if (int(ds.Rows), int(ds.Columns)) != size:
+            raise DatasetError(f"{p}: {int(ds.Rows)}x{int(ds.Columns)} pixels, but {slices[0][0]} has {size[0]}x{size[1]}.")
+    row_cos, col_cos = iop[:3], iop[3:]  # direction of increasing column index, of increasing row index
+    normal = np.cross(row_cos, col_cos)
+    positions = [np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=np.float64) for _, ds in slices]
+    order = np.argsort([float(pos @ normal) for pos in positions], kind="stable")
+    slices = [slices[i] for i in order]
+    positions = [positions[i] for i in order]
+    steps = np.diff([float(pos @ normal) for pos in positions])
+    if len(steps) and np.min(np.abs(steps)) < 1e-6:
+        raise DatasetError(
+            f"{where}: two slices of series {first.SeriesInstanceUID} share one position (several echoes, phases "
+            "or acquisitions in one series?); split the series first."
+        )
+    if len(steps) and np.max(np.abs(steps - steps.mean())) > _POSITION_TOL * abs(steps.mean()) + 1e-3:
+        raise DatasetError(
+            f"{where}: slice positions are not equally spaced (steps {np.round(steps, 3).tolist()} mm); "
+            "the series cannot be stored as one regular volume."
+        )
+    stack = []
+    for p, ds in slices:
+        try:
+            pix = np.asarray(ds.pixel_array, dtype=np.float32)
+        except Exception as exc:  # decoding errors depend on the transfer syntax handlers installed
+            raise DatasetError(
+                f"{p}: cannot decode the pixel data (transfer syntax {ds.file_meta.get('TransferSyntaxUID', '?')}): "
+                f"{type(exc).__name__}: {exc}."
+            ) from exc
+        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        stack.append(pix * slope + intercept)  # (rows, columns)
+    array = np.stack(stack, axis=-1).transpose(1, 0, 2)  # (columns, rows, slices)
+    lps = np.eye(4)
+    lps[:3, 0] = row_cos * spacing[1]
+    lps[:3, 1] = col_cos * spacing[0]
+    if len(positions) > 1:
+        lps[:3, 2] = (positions[-1] - positions[0]) / (len(positions) - 1)
+    else:
+        thickness = float(first.get("SpacingBetweenSlices", 0) or first.get("SliceThickness", 1.0) or 1.0)
+        lps[:3, 2] = normal * thickness
+    lps[:3, 3] = positions[0]
+    header = nib.Nifti1Header()
+    header.set_xyzt_units("mm")
+    return Volume(array=np.ascontiguousarray(array), affine=LPS_TO_RAS @ lps, header=header)
+
+
+def load_input(item: InputVolume, channel: int | None = None) -> Volume:
+    """Read one input volume (NIfTI or DICOM series).
+
+    Raises:
+        MissingPathError / DatasetError: unreadable file or wrong dimensionality (named).
+    """
+    if item.dicom_files:
+        return read_dicom_series(item.dicom_files)
+    return load_nifti(item.source, channel=channel, what="image")
+
+
+# --------------------------------------------------------------------------------------------
+# Prediction
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """One input and what was written for it."""
+
+    input: Path
+    kind: str
+    labels: Path
+    probabilities: Path | None
+    shape: tuple[int, int, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": str(self.input),
+            "kind": self.kind,
+            "labels": str(self.labels),
+            "probabilities": None if self.probabilities is None else str(self.probabilities),
+            "shape": list(self.shape),
+        }
+
+
+def check_model_for(loaded: LoadedModel, domain: str | None, classes: Sequence[str] | None) -> str:
+    """The domain to predict for (default: the checkpoint's target), after checking classes.
+
+    Raises:
+        ConfigError: ``domain`` has no text embeddings in the checkpoint, no domain is known,
+            or ``classes`` differ from the checkpoint's class names.
+    """
+    if classes is not None and list(classes) != loaded.class_names:
+        raise ConfigError(
+            f"{loaded.path}: the checkpoint segments classes {loaded.class_names}, not the expected {list(classes)}."
+        )
+    domain = domain or loaded.target
+    if domain is None:
+        raise ConfigError(f"{loaded.path}: no target domain recorded; pass --domain (one of {loaded.text.domains}).")
+    if domain not in loaded.text.domains:
+        raise ConfigError(
+            f"--domain {domain!r}: the checkpoint {loaded.path} was trained for domains {loaded.text.domains} "
+            f"(classes {loaded.class_names}); pick one of them."
+        )
+    return domain
+
+
+def predict_paths(
+    checkpoint: str | Path,
+    input_path: str | Path,
+    out: str | Path,
+    domain: str | None = None,
+    probabilities: bool = False,
+    batch_size: int = 16,
+    flip: bool = False,
+    device: torch.device | str = "cpu",
+    channel: int | None = None,
+    classes: Sequence[str] | None = None,
+    progress: bool = True,
+) -> list[PredictionRecord]:
+    """Predict every volume of ``input_path`` with a checkpoint and write label maps into ``out``.
+
+    Args:
+        checkpoint: a checkpoint file or a run folder (its ``final.pt``).
+        input_path: a NIfTI file, or a folder of NIfTI files and/or DICOM series.
+        out: output folder (see the module docstring for the layout).
+        domain: the input's domain (modality) among the checkpoint's; default its target.
+        probabilities: also write (X, Y, Z, C) float32 softmax maps.
+        batch_size: slices per forward pass (no slice is dropped).
+        flip: horizontal-flip test-time augmentation.
+        device: torch device.
+        channel: the volume of a 4D NIfTI input to use.
+        classes: the class names the user expects; an error when the checkpoint's differ.
+        progress: show a progress bar over the volumes.
+
+    Returns:
+        One record per input, in input order (also written to ``out/predict.json``).
+
+    Raises:
+        ConfigError: wrong domain or class set, or an output that would overwrite an input.
+        TcsaUdaError: unreadable or non-3D inputs, with the file named.
+    """
+    ck_path = resolve_checkpoint(checkpoint)
+    loaded = load_model(ck_path, device)
+    domain = check_model_for(loaded, domain, classes)
+    settings = loaded.preprocessing
+    text = loaded.text_for(domain, device)
+    inputs = find_inputs(input_path)
+    out = Path(out)
+    sources = {p.resolve() for item in inputs for p in (item.source, *item.dicom_files) if p.is_file()}
+    records: list[PredictionRecord] = []
+    for item in tqdm(inputs, desc="predict", unit="volume", disable=not progress):
+        labels_path = out / f"{item.name}.nii.gz"
+        prob_path = out / f"{item.name}{PROBABILITY_SUFFIX}.nii.gz" if probabilities else None
+        for dest in (labels_path, prob_path):
+            if dest is not None and dest.resolve() in sources:
+                raise ConfigError(f"{dest}: the output would overwrite an input; choose another --out folder.")
+        vol = load_input(item, channel)
+        what = str(item.source)
+        pred = predict_volume(
+            loaded.model, vol.array, vol.affine, text, settings, batch_size, flip, keep_probabilities=probabilities,
+            what=what,
+        )
+        save_nifti(labels_path, pred.labels, vol.affine, vol.header)
+        if prob_path is not None and pred.probabilities is not None:
+            save_nifti(prob_path, np.moveaxis(pred.probabilities, 0, -1).astype(np.float32), vol.affine, vol.header)
+        records.append(PredictionRecord(item.source, item.kind, labels_path, prob_path, tuple(vol.array.shape)))  # type: ignore[arg-type]
+    atomic_write_json(
+        out / RECORD_FILE,
+        {
+            "tool": f"tcsa-uda {__version__} predict",
+            "checkpoint": str(ck_path),
+            "domain": domain,
+            "class_names": {str(i): n for i, n in enumerate(loaded.class_names)},
+            "preprocessing": settings.to_dict(),
+            "flip": flip,
+            "batch_size": batch_size,
+            "probabilities": probabilities,
+            "outputs": [r.to_dict() for r in records],
+        },
+    )
+    return records

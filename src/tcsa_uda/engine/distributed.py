@@ -56,3 +56,21 @@ def barrier(info: DistInfo) -> None:
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def check_in_sync(info: DistInfo, modules: list[torch.nn.Module], what: str) -> None:
+    """Raise if the parameters of ``modules`` differ between ranks (DDP must keep them equal).
+
+    Compares a float64 checksum of all parameters across ranks with an all-gather.
+    """
+    if not info.enabled:
+        return
+    params = [p.detach().double().sum() for m in modules for p in m.parameters()]
+    local = torch.stack(params).sum().reshape(1) if params else torch.zeros(1, dtype=torch.float64)
+    device = next((p.device for m in modules for p in m.parameters()), torch.device("cpu"))
+    local = local.to(device)
+    gathered = [torch.zeros_like(local) for _ in range(info.world_size)]
+    dist.all_gather(gathered, local)
+    values = [float(g) for g in gathered]
+    if max(values) - min(values) > 1e-6 * max(1.0, abs(values[0])):
+        raise RuntimeError(f"{what}: parameters differ between ranks (checksums {values}); DDP lost synchronisation.")

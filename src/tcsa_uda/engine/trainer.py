@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from tcsa_uda.config import save_config, to_dict
 from tcsa_uda.engine.checkpoint import load_checkpoint, save_checkpoint
 from tcsa_uda.engine.device import resolve_device
-from tcsa_uda.engine.distributed import DistInfo, barrier, init_distributed, shutdown
+from tcsa_uda.engine.distributed import DistInfo, barrier, check_in_sync, init_distributed, shutdown
 from tcsa_uda.engine.logging import MetricsLogger
 from tcsa_uda.engine.schedule import set_poly_lr
 from tcsa_uda.engine.seed import rng_state, seed_everything, set_rng_state
@@ -171,11 +171,14 @@ def _run_stage(
     resume: bool,
 ) -> None:
     stage = cfg.stages[k]
-    wrapped: nn.Module = model
+    wrap = None
     if dist_info.enabled:
-        wrapped = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
-        )
+        ids = [device.index] if device.type == "cuda" else None
+
+        def wrap(m: nn.Module) -> nn.Module:
+            return nn.parallel.DistributedDataParallel(m, device_ids=ids)
+
+    wrapped: nn.Module = wrap(model) if wrap is not None else model
     ctx = MethodContext(
         model=wrapped,
         num_classes=inputs.num_classes,
@@ -187,6 +190,7 @@ def _run_stage(
         device=device,
         core=model,
         disc_width=cfg.model.disc_width,
+        wrap=wrap,
     )
     method = build_method(stage.method, ctx)
     optimizers = method.build_optimizers()
@@ -248,6 +252,7 @@ def _run_stage(
         bar.close()
         if logger is not None:
             logger.close()
+    check_in_sync(dist_info, [model, method.discriminators], f"stage {k + 1} ({stage.method})")
     barrier(dist_info)
 
 

@@ -13,6 +13,7 @@ optimisers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -36,6 +37,8 @@ class MethodContext:
         optim: optimiser settings.
         loss: loss weights.
         disc_width: first-layer channels of the discriminators.
+        wrap: applied to each discriminator for its forward calls (the engine passes a
+            DistributedDataParallel wrapper under torchrun); None = used as they are.
         fidelity: ``paper`` or ``released`` (METHOD.md, Two fidelity modes).
         device: where the tensors live.
     """
@@ -50,6 +53,7 @@ class MethodContext:
     device: torch.device
     core: nn.Module | None = None
     disc_width: int = 64
+    wrap: Callable[[nn.Module], nn.Module] | None = None
 
     @property
     def segmenter(self) -> nn.Module:
@@ -85,6 +89,9 @@ class UDAMethod:
     def __init__(self, ctx: MethodContext) -> None:
         self.ctx = ctx
         self.discriminators: nn.ModuleDict = self.build_discriminators().to(ctx.device)
+        wrap = ctx.wrap or (lambda m: m)
+        #: what forward passes go through (DDP-wrapped under torchrun); state lives in ``discriminators``
+        self.disc: dict[str, nn.Module] = {k: wrap(d) for k, d in self.discriminators.items()}
         self.extra: nn.ModuleDict = self.build_extra_modules().to(ctx.device)
 
     # ----------------------------------------------------------------- hooks
@@ -164,11 +171,13 @@ class UDAMethod:
         """One full iteration; returns the logged loss values."""
         for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
-        self._set_discriminators_trainable(False)
         out = self.forward(batch_s, batch_t)
         g_loss, logs = self.generator_loss(out, batch_s, iteration)
         g_loss.backward()
-        self._set_discriminators_trainable(True)
+        # The generator's adversarial term also produced discriminator gradients: discard them, so
+        # the discriminators learn from their own loss only ("discriminators frozen"). Zeroing
+        # rather than toggling requires_grad keeps DistributedDataParallel's bookkeeping intact.
+        self.discriminators.zero_grad(set_to_none=True)
         d_loss, d_logs = self.discriminator_loss(out)
         if d_loss is not None:
             d_loss.backward()
@@ -179,10 +188,6 @@ class UDAMethod:
                 opt.step()
         logs["loss"] = float(g_loss.detach())
         return logs
-
-    def _set_discriminators_trainable(self, flag: bool) -> None:
-        for p in self.discriminators.parameters():
-            p.requires_grad_(flag)
 
     # ----------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:

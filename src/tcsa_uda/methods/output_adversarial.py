@@ -37,7 +37,7 @@ class OutputSpaceAdversarial(UDAMethod):
         """Generator side: target predictions should be classified as source."""
         assert out.main_t is not None and out.aux_t is not None  # guaranteed by uses_target
         kind = self.adversarial_input
-        d = self.discriminators
+        d = self.disc
         return generator_adversarial_loss(
             d["main"](discriminator_input(out.main_t, kind)),
             d["aux"](discriminator_input(out.aux_t, kind)),
@@ -54,7 +54,7 @@ class OutputSpaceAdversarial(UDAMethod):
     def discriminator_loss(self, out: StepOutputs) -> tuple[Tensor | None, dict[str, float]]:
         assert out.main_t is not None and out.aux_t is not None
         kind = self.adversarial_input
-        d = self.discriminators
+        d = self.disc
         total = 0.0
         logs: dict[str, float] = {}
         for key, s, t in (("main", out.main_s, out.main_t), ("aux", out.aux_s, out.aux_t)):

@@ -41,6 +41,7 @@ class DemoSettings:
         direction: ``MR2CT`` or ``CT2MR``.
         seed: seed of the phantom and of training.
         cases: phantom cases per domain.
+        shape: phantom volume shape (D, H, W).
         size: slice size for prepare.
         iterations_scale: multiplies every stage's iterations (e.g. 0.1 for a smoke run).
         overrides: extra ``key=value`` overrides applied to both training configs.
@@ -50,6 +51,7 @@ class DemoSettings:
     direction: str = "MR2CT"
     seed: int = 0
     cases: int = 10
+    shape: tuple[int, int, int] = (32, 96, 96)
     size: int = 96
     iterations_scale: float = 1.0
     overrides: tuple[str, ...] = ()
@@ -83,11 +85,13 @@ def demo_configs(s: DemoSettings, prepared: Path) -> dict[str, TrainConfig]:
 
 def run_demo(s: DemoSettings) -> dict[str, Any]:
     """Run the whole demo; returns the results dictionary also written to ``results.json``."""
+    if s.direction not in DIRECTIONS:
+        raise ConfigError(f"direction={s.direction!r}: expected one of {', '.join(DIRECTIONS)}.")
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
     raw = out / "phantom"
     if not (raw / DATASET_FILE).is_file():
-        generate_phantom(raw, seed=s.seed, cases=s.cases)
+        generate_phantom(raw, seed=s.seed, cases=s.cases, shape=s.shape, progress=s.progress)
     index = prepare_dataset(raw, out / "prepared", axis="axial", size=s.size, progress=s.progress)
     cfgs = demo_configs(s, out / "prepared")
     src, tgt = DIRECTIONS[s.direction]

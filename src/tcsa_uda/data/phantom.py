@@ -111,9 +111,10 @@ class PhantomDomain:
 def default_domains() -> tuple[PhantomDomain, PhantomDomain]:
     """The two built-in domains.
 
-    CT: 360 mm in-plane field of view centred on the body, isotropic voxels (3.75 mm and a
-    120 mm axial extent at the default shape). MR: a tighter 320 mm field of view centred on
-    the heart, slices 1.5 times thicker than the pixels (3.33 x 3.33 x 5 mm and 160 mm axial
+    Both are heart-centred crops, as the SIFA line prepares MM-WHS (heart-centred crop before
+    slicing), so the four structures are large in the slice. CT: 220 mm in-plane field of view,
+    isotropic voxels (2.29 mm and a 73 mm axial extent at the default shape). MR: a 200 mm field
+    of view with slices 1.5 times thicker than the pixels (2.08 x 2.08 x 3.13 mm and 100 mm axial
     extent at the default shape).
     """
     return (
@@ -121,13 +122,13 @@ def default_domains() -> tuple[PhantomDomain, PhantomDomain]:
             name="CT",
             modality="computed tomography",
             contrast=CTContrast(),
-            geometry=AcquisitionGeometry(fov_mm=360.0, slice_ratio=1.0, centre_on="body"),
+            geometry=AcquisitionGeometry(fov_mm=220.0, slice_ratio=1.0, centre_on="heart", centre_jitter_mm=8.0),
         ),
         PhantomDomain(
             name="MR",
             modality="magnetic resonance imaging",
             contrast=MRContrast(),
-            geometry=AcquisitionGeometry(fov_mm=320.0, slice_ratio=1.5, centre_on="heart"),
+            geometry=AcquisitionGeometry(fov_mm=200.0, slice_ratio=1.5, centre_on="heart", centre_jitter_mm=8.0),
         ),
     )
 

@@ -22,8 +22,14 @@ convert_app = typer.Typer(
 )
 app.add_typer(convert_app, name="convert")
 
-_OUT = typer.Option(..., "--out", "-o", help="Output dataset folder (dataset.json, NIfTI volumes, split.json, summary.json).")
-_VAL = typer.Option(DEFAULT_VAL_FRACTION, "--val-fraction", help="Share of each domain's training cases moved to 'val' when it has >= 10 (0 disables).")
+_OUT = typer.Option(
+    ..., "--out", "-o", help="Output dataset folder (dataset.json, NIfTI volumes, split.json, summary.json)."
+)
+_VAL = typer.Option(
+    DEFAULT_VAL_FRACTION,
+    "--val-fraction",
+    help="Share of each domain's training cases moved to 'val' when it has >= 10 (0 disables).",
+)
 _SEED = typer.Option(0, "--seed", help="Seed of the random split steps.")
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
 
@@ -39,17 +45,27 @@ def mmwhs_command(
     out: Path = _OUT,
     val_fraction: float = _VAL,
     seed: int = _SEED,
+    crop_margin: float | None = typer.Option(
+        None,
+        "--crop-margin",
+        help="Crop each volume to its labelled heart structures plus this margin in mm (the SIFA heart-centred crop); "
+        "default: keep the whole field of view.",
+    ),
     progress: bool = _PROGRESS,
 ) -> None:
     """MM-WHS 2017 CT + MR NIfTI: codes 205/420/500/820 -> MYO/LAC/LVC/AA, SIFA test ids, RAS+ (slice with --axis coronal)."""
     from tcsa_uda.data.convert.mmwhs import convert_mmwhs
 
-    _report(convert_mmwhs(ct, mr, out, val_fraction=val_fraction, seed=seed, progress=progress))
+    _report(
+        convert_mmwhs(ct, mr, out, val_fraction=val_fraction, seed=seed, crop_margin_mm=crop_margin, progress=progress)
+    )
 
 
 @convert_app.command("mmwhs-sifa")
 def mmwhs_sifa_command(
-    root: Path = typer.Option(..., "--root", help="Folder of the SIFA/MPSCL release: test *.npz volumes, training slices and datalists."),
+    root: Path = typer.Option(
+        ..., "--root", help="Folder of the SIFA/MPSCL release: test *.npz volumes, training slices and datalists."
+    ),
     out: Path = _OUT,
     progress: bool = _PROGRESS,
 ) -> None:
@@ -61,7 +77,9 @@ def mmwhs_sifa_command(
 
 @convert_app.command("abdomen")
 def abdomen_command(
-    chaos: Path = typer.Option(..., "--chaos", help="Folder of the CHAOS download (searched for <patient>/T2SPIR folders)."),
+    chaos: Path = typer.Option(
+        ..., "--chaos", help="Folder of the CHAOS download (searched for <patient>/T2SPIR folders)."
+    ),
     btcv: Path = typer.Option(..., "--btcv", help="Folder of the BTCV download (img00XX.nii.gz, label00XX.nii.gz)."),
     out: Path = _OUT,
     val_fraction: float = _VAL,
@@ -76,11 +94,17 @@ def abdomen_command(
 
 @convert_app.command("brats")
 def brats_command(
-    root: Path = typer.Option(..., "--root", help="Folder of the BraTS download (<case>_flair, <case>_t2, <case>_seg NIfTI files)."),
+    root: Path = typer.Option(
+        ..., "--root", help="Folder of the BraTS download (<case>_flair, <case>_t2, <case>_seg NIfTI files)."
+    ),
     out: Path = _OUT,
-    split: Path | None = typer.Option(None, "--split", help="Reuse the split.json of an earlier conversion instead of drawing one."),
+    split: Path | None = typer.Option(
+        None, "--split", help="Reuse the split.json of an earlier conversion instead of drawing one."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the patient split (FLAIR / T2 halves, test and val draws)."),
-    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of each domain's patients used for testing."),
+    test_fraction: float = typer.Option(
+        0.2, "--test-fraction", help="Share of each domain's patients used for testing."
+    ),
     val_fraction: float = _VAL,
     progress: bool = _PROGRESS,
 ) -> None:
@@ -88,5 +112,7 @@ def brats_command(
     from tcsa_uda.data.convert.brats import convert_brats
 
     _report(
-        convert_brats(root, out, split=split, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction, progress=progress)
+        convert_brats(
+            root, out, split=split, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction, progress=progress
+        )
     )

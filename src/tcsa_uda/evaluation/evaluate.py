@@ -233,14 +233,27 @@ class LoadedModel:
         return PreprocessingSettings.from_checkpoint(self.checkpoint, str(self.path or "checkpoint"))
 
     def model_selection(self) -> str:
-        """How this checkpoint was chosen: the recorded rule, else the iteration it holds."""
+        """How this checkpoint was chosen, from its ``selection`` record (training engine).
+
+        ``{"criterion": "last"}`` gives the last iteration; a label-free criterion names itself
+        and the iteration it chose; ``oracle`` says that target test labels were used. Without a
+        record, the iteration the checkpoint holds is named.
+        """
         sel = self.checkpoint.get("selection")
-        if isinstance(sel, Mapping):
-            sel = sel.get("rule") or sel.get("name")
+        it = self.checkpoint.get("iteration")
         if isinstance(sel, str) and sel:
             return sel
+        if isinstance(sel, Mapping) and sel.get("criterion"):
+            crit, at = str(sel["criterion"]), sel.get("iteration", it)
+            if crit == "last":
+                return f"last iteration ({at}); no selection on target labels"
+            value = sel.get("value")
+            score = f", score {float(value):.4g}" if isinstance(value, (int, float)) else ""
+            if crit == "oracle":
+                return f"oracle: best target test Dice, iteration {at}{score} (uses target test labels)"
+            return f"label-free criterion {crit}: best at iteration {at}{score}"
         name = self.path.name if self.path is not None else "checkpoint"
-        it, stage, method = (self.checkpoint.get(k) for k in ("iteration", "stage", "method"))
+        stage, method = self.checkpoint.get("stage"), self.checkpoint.get("method")
         where = f"iteration {it}" if it is not None else "unknown iteration"
         if stage is not None:
             where += f" of stage {int(stage) + 1}"
@@ -746,6 +759,7 @@ def run_evaluation(
     if pred_dir is not None and (flip or save_predictions):
         raise ConfigError("evaluate --pred scores label maps already on disk: --flip and --save-predictions need a model.")
     source = load_evaluation_source(dataset)
+    columns = order_classes(_class_names(source), class_order)  # checked before the (slow) evaluation
     kind = "prepared" if isinstance(source, PreparedIndex) else "raw"
     out = Path(out)
     meta: dict[str, Any] = {"tool": f"tcsa-uda {__version__} evaluate", "dataset": str(dataset), "dataset_kind": kind}
@@ -776,6 +790,7 @@ def run_evaluation(
             "path": str(loaded.path),
             "method": ck.get("method"),
             "iteration": ck.get("iteration"),
+            "selection": ck.get("selection"),
             "source": ck.get("source"),
             "target": ck.get("target"),
             "preprocessing": loaded.preprocessing.to_dict(),
@@ -783,7 +798,7 @@ def run_evaluation(
         meta.update({"flip": flip, "batch_size": batch_size})
     acc.meta = {**meta, **acc.meta, "settings": settings.to_dict(), "model_selection": model_selection, "ddof": 0}
     table = TableSpec(
-        class_names=order_classes(_class_names(source), class_order),
+        class_names=columns,
         assd_metric=settings.table_assd_metric,
         empty_policy=settings.empty_policy,
         parity=settings.parity,

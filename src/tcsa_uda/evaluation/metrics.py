@@ -5,7 +5,7 @@ MONAI (``compute_dice`` / ``DiceMetric``). Every choice that changes a number is
 and is written into the metric name or the policy: distance unit (``mm`` with a spacing,
 ``vox`` without), ASSD definition (``pooled`` | ``mean_of_means``), HD95 definition
 (``max_directed`` as MONAI | ``pooled`` as medpy) and the handling of a missing structure
-(:class:`EmptyPolicy`). Conventions are documented in docs/metrics_conventions.md and in
+(:class:`EmptyPolicy`). Conventions are documented in docs/evaluation.md and in
 :mod:`tcsa_uda.evaluation.metrics_surface`.
 
 Reference: the evaluation of the SIFA / MPSCL / TCSA-UDA family (arXiv 2511.05782): per test

@@ -4,7 +4,7 @@ This is the distance core of :mod:`tcsa_uda.evaluation.metrics`: it assumes both
 validated, 3D, of equal shape and **non-empty** (the empty cases are a policy decision taken
 by the caller, see :class:`tcsa_uda.evaluation.metrics.EmptyPolicy`).
 
-Conventions (docs/metrics_conventions.md):
+Conventions (docs/evaluation.md):
 
 * Surface of a mask ``M`` = ``M`` minus its binary erosion, with voxels outside the array
   counted as background (a mask touching the border has a surface there). The erosion uses

@@ -15,16 +15,17 @@ prediction is mapped back onto the input's voxel grid. Outputs::
 mirrored), or for a DICOM series the name of its folder (plus ``_<SeriesNumber>`` when a folder
 holds several series).
 
-DICOM series are read with pydicom: files are grouped by ``SeriesInstanceUID``, slices are sorted
-by ``ImagePositionPatient`` projected on the slice normal (the cross product of the two
-``ImageOrientationPatient`` direction cosines), rescaled with ``RescaleSlope``/``Intercept``, and
-the affine is built in DICOM's LPS patient frame and converted to NIfTI's RAS frame. The array
-is ``(columns, rows, slices)``, as dcm2niix writes it.
+DICOM files are grouped by ``SeriesInstanceUID`` (pydicom headers) and each series is read by
+:func:`tcsa_uda.data.convert.dicom.read_dicom_series`: slices sorted by ``ImagePositionPatient``
+projected on the slice normal, rescaled with ``RescaleSlope``/``Intercept``, the affine built in
+DICOM's LPS patient frame and converted to NIfTI's RAS frame; the array is
+``(columns, rows, slices)``, as dcm2niix writes it.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,17 +40,14 @@ from tqdm import tqdm
 
 from tcsa_uda import __version__
 from tcsa_uda.atomic import atomic_write_json
+from tcsa_uda.data.convert.dicom import read_dicom_series
 from tcsa_uda.data.io import Volume, is_nifti, load_nifti, save_nifti
 from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
 from tcsa_uda.evaluation.evaluate import LoadedModel, load_model, nifti_stem, resolve_checkpoint
 from tcsa_uda.evaluation.inference import predict_volume
 
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-"""DICOM patient coordinates (L, P, S increasing) -> NIfTI world coordinates (R, A, S)."""
-
 PROBABILITY_SUFFIX = "_probabilities"
 RECORD_FILE = "predict.json"
-_POSITION_TOL = 0.01  # allowed relative deviation of one slice step from the mean step
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,93 +166,26 @@ def _series_number(ds: Any, default: int) -> int:
 # DICOM series -> volume
 
 
-def read_dicom_series(files: Sequence[str | Path]) -> Volume:
-    """Read one DICOM series as a (columns, rows, slices) float32 volume with a RAS affine.
+def read_dicom_volume(files: Sequence[str | Path], what: str = "DICOM series") -> Volume:
+    """Read one DICOM series as a float32 (columns, rows, slices) volume with a RAS affine.
+
+    Uses :func:`tcsa_uda.data.convert.dicom.read_dicom_series` (slices sorted along the normal,
+    rescale applied, LPS -> RAS); uneven slice spacing is reported as a warning.
 
     Args:
         files: the files of one series, in any order.
-
-    Returns:
-        A :class:`~tcsa_uda.data.io.Volume` with a NIfTI header (units mm).
+        what: the series' name in messages.
 
     Raises:
-        DatasetError: unreadable files, several series, multi-frame files, missing geometry
-            tags, slices that disagree in orientation, spacing or size, two slices at the same
-            position, or unequal slice spacing.
+        DatasetError: unreadable files, several series, multi-frame or inconsistent slices,
+            two slices at one position, or missing geometry attributes.
     """
-    paths = [Path(f) for f in files]
-    if not paths:
-        raise DatasetError("read_dicom_series: expected at least one file, found none.")
-    slices = []
-    for p in paths:
-        try:
-            ds = pydicom.dcmread(str(p))
-        except Exception as exc:  # pydicom raises many types for corrupt files
-            raise DatasetError(f"{p}: cannot read as DICOM ({type(exc).__name__}: {exc}).") from exc
-        slices.append((p, ds))
-    where = str(paths[0].parent)
-    uids = {str(ds.get("SeriesInstanceUID")) for _, ds in slices}
-    if len(uids) > 1:
-        raise DatasetError(f"{where}: expected the files of one series, found {len(uids)} SeriesInstanceUIDs.")
-    for p, ds in slices:
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-            raise DatasetError(f"{p}: multi-frame DICOM is not supported; convert the series to NIfTI (e.g. dcm2niix).")
-        missing = [t for t in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "PixelData") if t not in ds]
-        if missing:
-            raise DatasetError(f"{p}: DICOM slice lacks {missing}; cannot place it in space.")
-    first = slices[0][1]
-    iop = np.asarray([float(v) for v in first.ImageOrientationPatient], dtype=np.float64)
-    spacing = np.asarray([float(v) for v in first.PixelSpacing], dtype=np.float64)  # (between rows, between columns)
-    size = (int(first.Rows), int(first.Columns))
-    for p, ds in slices[1:]:
-        if not np.allclose([float(v) for v in ds.ImageOrientationPatient], iop, atol=1e-4):
-            raise DatasetError(f"{p}: ImageOrientationPatient differs from {slices[0][0]} within one series.")
-        if not np.allclose([float(v) for v in ds.PixelSpacing], spacing, atol=1e-4):
-            raise DatasetError(f"{p}: PixelSpacing differs from {slices[0][0]} within one series.")
-        if (int(ds.Rows), int(ds.Columns)) != size:
-            raise DatasetError(f"{p}: {int(ds.Rows)}x{int(ds.Columns)} pixels, but {slices[0][0]} has {size[0]}x{size[1]}.")
-    row_cos, col_cos = iop[:3], iop[3:]  # direction of increasing column index, of increasing row index
-    normal = np.cross(row_cos, col_cos)
-    positions = [np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=np.float64) for _, ds in slices]
-    order = np.argsort([float(pos @ normal) for pos in positions], kind="stable")
-    slices = [slices[i] for i in order]
-    positions = [positions[i] for i in order]
-    steps = np.diff([float(pos @ normal) for pos in positions])
-    if len(steps) and np.min(np.abs(steps)) < 1e-6:
-        raise DatasetError(
-            f"{where}: two slices of series {first.SeriesInstanceUID} share one position (several echoes, phases "
-            "or acquisitions in one series?); split the series first."
-        )
-    if len(steps) and np.max(np.abs(steps - steps.mean())) > _POSITION_TOL * abs(steps.mean()) + 1e-3:
-        raise DatasetError(
-            f"{where}: slice positions are not equally spaced (steps {np.round(steps, 3).tolist()} mm); "
-            "the series cannot be stored as one regular volume."
-        )
-    stack = []
-    for p, ds in slices:
-        try:
-            pix = np.asarray(ds.pixel_array, dtype=np.float32)
-        except Exception as exc:  # decoding errors depend on the transfer syntax handlers installed
-            raise DatasetError(
-                f"{p}: cannot decode the pixel data (transfer syntax {ds.file_meta.get('TransferSyntaxUID', '?')}): "
-                f"{type(exc).__name__}: {exc}."
-            ) from exc
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-        stack.append(pix * slope + intercept)  # (rows, columns)
-    array = np.stack(stack, axis=-1).transpose(1, 0, 2)  # (columns, rows, slices)
-    lps = np.eye(4)
-    lps[:3, 0] = row_cos * spacing[1]
-    lps[:3, 1] = col_cos * spacing[0]
-    if len(positions) > 1:
-        lps[:3, 2] = (positions[-1] - positions[0]) / (len(positions) - 1)
-    else:
-        thickness = float(first.get("SpacingBetweenSlices", 0) or first.get("SliceThickness", 1.0) or 1.0)
-        lps[:3, 2] = normal * thickness
-    lps[:3, 3] = positions[0]
+    series = read_dicom_series([Path(f) for f in files], what)
+    for note in series.notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
     header = nib.Nifti1Header()
     header.set_xyzt_units("mm")
-    return Volume(array=np.ascontiguousarray(array), affine=LPS_TO_RAS @ lps, header=header)
+    return Volume(array=np.asarray(series.array, dtype=np.float32), affine=series.affine, header=header)
 
 
 def load_input(item: InputVolume, channel: int | None = None) -> Volume:
@@ -264,7 +195,7 @@ def load_input(item: InputVolume, channel: int | None = None) -> Volume:
         MissingPathError / DatasetError: unreadable file or wrong dimensionality (named).
     """
     if item.dicom_files:
-        return read_dicom_series(item.dicom_files)
+        return read_dicom_volume(item.dicom_files, str(item.source))
     return load_nifti(item.source, channel=channel, what="image")
 
 
@@ -314,6 +245,17 @@ def check_model_for(loaded: LoadedModel, domain: str | None, classes: Sequence[s
     return domain
 
 
+def _without_previous_outputs(inputs: list[InputVolume], input_path: Path, out: Path) -> list[InputVolume]:
+    """Drop inputs inside ``out`` when ``out`` is a sub-folder of the input folder (earlier results)."""
+    root, dest = input_path.resolve(), out.resolve()
+    if not input_path.is_dir() or dest == root or not dest.is_relative_to(root):
+        return inputs
+    kept = [i for i in inputs if not i.source.resolve().is_relative_to(dest)]
+    if not kept:
+        raise DatasetError(f"{input_path}: every input lies inside the output folder {out}; nothing to predict.")
+    return kept
+
+
 def predict_paths(
     checkpoint: str | Path,
     input_path: str | Path,
@@ -354,16 +296,19 @@ def predict_paths(
     domain = check_model_for(loaded, domain, classes)
     settings = loaded.preprocessing
     text = loaded.text_for(domain, device)
-    inputs = find_inputs(input_path)
+    inputs = _without_previous_outputs(find_inputs(input_path), Path(input_path), Path(out))
     out = Path(out)
     sources = {p.resolve() for item in inputs for p in (item.source, *item.dicom_files) if p.is_file()}
-    records: list[PredictionRecord] = []
-    for item in tqdm(inputs, desc="predict", unit="volume", disable=not progress):
+    plan = []
+    for item in inputs:
         labels_path = out / f"{item.name}.nii.gz"
         prob_path = out / f"{item.name}{PROBABILITY_SUFFIX}.nii.gz" if probabilities else None
         for dest in (labels_path, prob_path):
             if dest is not None and dest.resolve() in sources:
                 raise ConfigError(f"{dest}: the output would overwrite an input; choose another --out folder.")
+        plan.append((item, labels_path, prob_path))
+    records: list[PredictionRecord] = []
+    for item, labels_path, prob_path in tqdm(plan, desc="predict", unit="volume", disable=not progress):
         vol = load_input(item, channel)
         what = str(item.source)
         pred = predict_volume(

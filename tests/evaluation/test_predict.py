@@ -1,0 +1,237 @@
+"""Tests of tcsa_uda.evaluation.predict: NIfTI and DICOM in, label maps on the input's grid out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from tcsa_uda.engine.checkpoint import save_checkpoint
+from tcsa_uda.errors import ConfigError, DatasetError
+from tcsa_uda.evaluation.predict import find_inputs, predict_paths, read_dicom_volume
+from tcsa_uda.models import build_segmenter
+from tcsa_uda.text import TextEmbeddings
+
+CLASSES = ["background", "a", "b"]
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # DICOM patient frame -> NIfTI world frame
+
+
+def _checkpoint(path: Path, size: int = 16) -> Path:
+    """An untrained light model saved with the keys the training engine writes."""
+    torch.manual_seed(0)
+    model = build_segmenter("light", len(CLASSES), 8, base_width=8)
+    text = TextEmbeddings(
+        domains=["MR", "CT"], class_names=CLASSES, prompts=[[f"{d} {c}" for c in CLASSES] for d in ("MR", "CT")],
+        embeddings=torch.randn(2, len(CLASSES), 8), encoder="test",
+    )
+    save_checkpoint(path, {
+        "config": {}, "stage": 0, "method": "source_only", "iteration": 1, "model": model.state_dict(),
+        "model_name": "light", "model_kwargs": {"base_width": 8}, "class_names": CLASSES, "source": "MR",
+        "target": "CT", "text": text.to_dict(),
+        "preprocessing": {"prepare": {"axis": "axial", "size": size, "clip_percentiles": [0.5, 99.5]}, "size": size,
+                          "modalities": {"MR": "mri", "CT": "ct"}},
+    })
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return _checkpoint(tmp_path_factory.mktemp("ck") / "model.pt")
+
+
+def _oblique_affine() -> np.ndarray:
+    """Rotated 25 degrees about z and 10 about x, spacing 0.7 x 0.9 x 3.0 mm, with an offset."""
+    a, b = np.deg2rad(25), np.deg2rad(10)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rz @ rx @ np.diag([0.7, 0.9, 3.0])
+    affine[:3, 3] = [-40.0, 12.5, 80.0]
+    return affine
+
+
+def _image(shape=(20, 14, 5), seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = rng.normal(size=shape).astype(np.float32) * 20
+    img[5:12, 4:10, 1:4] += 200
+    return img
+
+
+def test_oblique_anisotropic_nifti_keeps_affine_shape_and_orientation(tmp_path, ckpt):
+    affine = _oblique_affine()
+    img = nib.Nifti1Image(_image(), affine)
+    img.header.set_qform(affine, code=1)
+    img.header.set_sform(affine, code=2)
+    img.header.set_slope_inter(2.0, 5.0)  # scaled input intensities must not scale the labels
+    nib.save(img, str(tmp_path / "scan.nii.gz"))
+    records = predict_paths(ckpt, tmp_path / "scan.nii.gz", tmp_path / "out", probabilities=True, batch_size=2,
+                            device="cpu", progress=False)
+    out = nib.load(str(tmp_path / "out" / "scan.nii.gz"))
+    ref = nib.load(str(tmp_path / "scan.nii.gz"))
+    assert out.shape == ref.shape == (20, 14, 5)
+    np.testing.assert_allclose(out.affine, affine, atol=1e-5)
+    np.testing.assert_allclose(out.header.get_qform(), ref.header.get_qform(), atol=1e-5)
+    np.testing.assert_allclose(out.header.get_sform(), ref.header.get_sform(), atol=1e-5)
+    assert (int(out.header["qform_code"]), int(out.header["sform_code"])) == (1, 2)
+    assert nib.aff2axcodes(out.affine) == nib.aff2axcodes(ref.affine)
+    np.testing.assert_allclose(out.header.get_zooms(), (0.7, 0.9, 3.0), atol=1e-5)
+    labels = np.asarray(out.dataobj)
+    assert labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}
+    prob = nib.load(str(tmp_path / "out" / "scan_probabilities.nii.gz"))
+    assert prob.shape == (20, 14, 5, 3) and prob.get_data_dtype() == np.float32
+    p = np.asarray(prob.dataobj)
+    np.testing.assert_allclose(p.sum(axis=-1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(labels, np.argmax(p, axis=-1))  # the label map is the argmax of the maps
+    np.testing.assert_allclose(prob.affine, affine, atol=1e-5)
+    assert records[0].shape == (20, 14, 5) and records[0].kind == "nifti"
+    record = json.loads((tmp_path / "out" / "predict.json").read_text())
+    assert record["domain"] == "CT" and record["class_names"] == {"0": "background", "1": "a", "2": "b"}
+    assert record["outputs"][0]["labels"] == str(tmp_path / "out" / "scan.nii.gz")
+
+
+# ------------------------------------------------------------------------------------ DICOM
+
+
+ROW_COS = np.array([np.cos(np.deg2rad(15)), np.sin(np.deg2rad(15)), 0.0])  # direction of increasing column
+_A, _B = np.deg2rad(15), np.deg2rad(5)
+COL_COS = np.array([-np.sin(_A) * np.cos(_B), np.cos(_A) * np.cos(_B), -np.sin(_B)])  # increasing row; orthogonal
+PIXEL_SPACING = (0.8, 0.6)  # (between rows, between columns)
+SLICE_STEP = 2.5
+ORIGIN = np.array([-30.0, -20.0, 45.0])  # LPS
+
+
+def _write_series(folder: Path, volume: np.ndarray, seed: int = 1, uid: str | None = None) -> None:
+    """Write ``volume`` (columns, rows, slices) as a CT series, one file per slice, in shuffled order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    normal = np.cross(ROW_COS, COL_COS)
+    uid = uid or generate_uid()
+    study = generate_uid()
+    n = volume.shape[2]
+    order = np.random.default_rng(seed).permutation(n)
+    for file_index, k in enumerate(order):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality, ds.SeriesNumber = study, uid, "CT", 3
+        ds.InstanceNumber = int(file_index + 1)  # deliberately unrelated to the position
+        ds.ImageOrientationPatient = [float(v) for v in (*ROW_COS, *COL_COS)]
+        ds.ImagePositionPatient = [float(v) for v in ORIGIN + k * SLICE_STEP * normal]
+        ds.PixelSpacing = [PIXEL_SPACING[0], PIXEL_SPACING[1]]
+        ds.SliceThickness = SLICE_STEP
+        ds.Rows, ds.Columns = volume.shape[1], volume.shape[0]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        stored = (volume[:, :, k].T + 1024).astype(np.int16)  # (rows, columns)
+        ds.PixelData = stored.tobytes()
+        name = f"IM{file_index:04d}" + (".dcm" if file_index % 2 else "")
+        ds.save_as(str(folder / name), enforce_file_format=True)
+
+
+def _dicom_volume() -> np.ndarray:
+    return np.round(_image((18, 12, 6), seed=3)).astype(np.float32)
+
+
+def test_read_dicom_series_sorts_slices_and_builds_the_ras_affine(tmp_path):
+    vol = _dicom_volume()
+    _write_series(tmp_path / "series", vol)
+    (tmp_path / "series" / "notes.txt").write_text("not dicom")
+    items = find_inputs(tmp_path / "series")
+    assert len(items) == 1 and items[0].kind == "dicom" and len(items[0].dicom_files) == 6
+    got = read_dicom_volume(reversed(items[0].dicom_files))
+    np.testing.assert_array_equal(got.array, vol)  # slices back in spatial order, rescaled
+    normal = np.cross(ROW_COS, COL_COS)
+    for c, r, k in [(0, 0, 0), (17, 0, 0), (0, 11, 0), (5, 7, 5), (17, 11, 5)]:
+        lps = ORIGIN + c * PIXEL_SPACING[1] * ROW_COS + r * PIXEL_SPACING[0] * COL_COS + k * SLICE_STEP * normal
+        ras = (LPS_TO_RAS @ np.array([*lps, 1.0]))[:3]
+        np.testing.assert_allclose(got.affine @ np.array([c, r, k, 1.0]), [*ras, 1.0], atol=1e-6)
+
+
+def test_dicom_series_predicts_like_the_same_volume_as_nifti(tmp_path, ckpt):
+    vol = _dicom_volume()
+    _write_series(tmp_path / "in" / "patient1", vol)
+    ref = read_dicom_volume(sorted((tmp_path / "in" / "patient1").iterdir()))
+    nib.save(nib.Nifti1Image(vol, ref.affine), str(tmp_path / "same.nii.gz"))
+    records = predict_paths(ckpt, tmp_path / "in", tmp_path / "out", device="cpu", progress=False)
+    assert [r.kind for r in records] == ["dicom"]
+    out = nib.load(str(tmp_path / "out" / "patient1.nii.gz"))
+    np.testing.assert_allclose(out.affine, ref.affine, atol=1e-5)
+    assert out.shape == vol.shape
+    predict_paths(ckpt, tmp_path / "same.nii.gz", tmp_path / "out_nifti", device="cpu", progress=False)
+    np.testing.assert_array_equal(
+        np.asarray(out.dataobj), np.asarray(nib.load(str(tmp_path / "out_nifti" / "same.nii.gz")).dataobj)
+    )
+
+
+def test_two_slices_at_one_position_are_rejected(tmp_path):
+    vol = _dicom_volume()
+    _write_series(tmp_path / "s", vol[:, :, :2], uid="1.2.3.4")
+    _write_series(tmp_path / "s" / "copy", vol[:, :, :2], seed=2, uid="1.2.3.4")
+    items = find_inputs(tmp_path / "s")
+    with pytest.raises(DatasetError, match="expected one slice per position, found .* at the same position"):
+        read_dicom_volume(items[0].dicom_files)
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+def test_unreadable_and_wrong_dimensional_inputs_are_named(tmp_path, ckpt):
+    (tmp_path / "broken.nii.gz").write_bytes(b"not a nifti file at all")
+    with pytest.raises(DatasetError, match=r"broken.nii.gz: cannot read image as NIfTI"):
+        predict_paths(ckpt, tmp_path / "broken.nii.gz", tmp_path / "out", progress=False)
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.float32), np.eye(4)), str(tmp_path / "flat.nii.gz"))
+    with pytest.raises(DatasetError, match=r"flat.nii.gz: expected a 3D image, found 2D data of shape \(8, 8\)"):
+        predict_paths(ckpt, tmp_path / "flat.nii.gz", tmp_path / "out", progress=False)
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 2), np.float32), np.eye(4)), str(tmp_path / "multi.nii.gz"))
+    with pytest.raises(DatasetError, match=r"multi.nii.gz: expected a 3D image, found a 4D image of shape \(8, 8, 4, 2\)"):
+        predict_paths(ckpt, tmp_path / "multi.nii.gz", tmp_path / "out", progress=False)
+    bad = tmp_path / "dcm"
+    bad.mkdir()
+    (bad / "slice.dcm").write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match=r"slice.dcm: cannot read as DICOM"):
+        find_inputs(bad)
+    (tmp_path / "text.txt").write_text("x")
+    with pytest.raises(DatasetError, match=r"text.txt: expected a NIfTI file"):
+        find_inputs(tmp_path / "text.txt")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match="no NIfTI file .* and no DICOM series found"):
+        find_inputs(empty)
+
+
+def test_4d_input_with_a_channel_is_predicted(tmp_path, ckpt):
+    data = np.stack([_image(seed=1), _image(seed=2)], axis=-1)
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 2.0, 1.0])), str(tmp_path / "two.nii.gz"))
+    predict_paths(ckpt, tmp_path / "two.nii.gz", tmp_path / "out", channel=1, progress=False)
+    assert nib.load(str(tmp_path / "out" / "two.nii.gz")).shape == (20, 14, 5)
+
+
+def test_checkpoint_for_another_domain_or_class_set_is_refused(tmp_path, ckpt):
+    nib.save(nib.Nifti1Image(_image(), np.eye(4)), str(tmp_path / "x.nii.gz"))
+    with pytest.raises(ConfigError, match=r"--domain 'PET': the checkpoint .* was trained for domains \['MR', 'CT'\]"):
+        predict_paths(ckpt, tmp_path / "x.nii.gz", tmp_path / "out", domain="PET", progress=False)
+    with pytest.raises(ConfigError, match=r"segments classes \['background', 'a', 'b'\], not the expected \['background', 'liver'\]"):
+        predict_paths(ckpt, tmp_path / "x.nii.gz", tmp_path / "out", classes=["background", "liver"], progress=False)
+    with pytest.raises(ConfigError, match="the output would overwrite an input"):
+        predict_paths(ckpt, tmp_path, tmp_path, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_outputs_inside_the_input_folder_are_not_predicted_again(tmp_path, ckpt):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    nib.save(nib.Nifti1Image(_image((10, 8, 3)), np.eye(4)), str(inp / "a.nii.gz"))
+    for _ in range(2):
+        records = predict_paths(ckpt, inp, inp / "pred", progress=False)
+        assert [r.input.name for r in records] == ["a.nii.gz"]
+    assert sorted(p.name for p in (inp / "pred").iterdir()) == ["a.nii.gz", "predict.json"]

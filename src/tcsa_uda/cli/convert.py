@@ -12,7 +12,8 @@ from pathlib import Path
 import typer
 
 from tcsa_uda.cli.app import app
-from tcsa_uda.data.convert.common import DEFAULT_VAL_FRACTION, ConversionResult
+from tcsa_uda.data.convert.splits import DEFAULT_VAL_FRACTION
+from tcsa_uda.data.convert.writer import ConversionResult
 
 convert_app = typer.Typer(
     name="convert",

@@ -13,9 +13,9 @@ See docs/reproduce.md for the commands from download to table.
 
 from tcsa_uda.data.convert.abdomen import convert_abdomen
 from tcsa_uda.data.convert.brats import convert_brats
-from tcsa_uda.data.convert.common import ConversionResult, format_summary
 from tcsa_uda.data.convert.mmwhs import convert_mmwhs
 from tcsa_uda.data.convert.mmwhs_sifa import convert_mmwhs_sifa
+from tcsa_uda.data.convert.writer import ConversionResult, format_summary
 
 __all__ = [
     "ConversionResult",

@@ -30,12 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from tcsa_uda.data.convert.common import (
-    DEFAULT_VAL_FRACTION,
     NIFTI_RE,
-    ConversionResult,
-    DatasetWriter,
-    carve_val,
-    check_same_grid,
     check_test_cases,
     describe_codes,
     find_files,
@@ -48,6 +43,8 @@ from tcsa_uda.data.convert.common import (
     to_ras,
 )
 from tcsa_uda.data.convert.dicom import read_dicom_series
+from tcsa_uda.data.convert.splits import DEFAULT_VAL_FRACTION, carve_val
+from tcsa_uda.data.convert.writer import ConversionResult, DatasetWriter, check_same_grid
 from tcsa_uda.errors import DatasetError
 
 DATASET_NAME = "abdomen_chaos_btcv"
@@ -127,7 +124,9 @@ def discover_chaos(root: Path) -> dict[str, Path]:
         name = here.parent.name
         cid = str(int(name)) if name.isdigit() else name
         if cid in out:
-            raise DatasetError(f"{root}: expected one T2SPIR folder per patient, found two for {cid!r}: {out[cid]} and {here}.")
+            raise DatasetError(
+                f"{root}: expected one T2SPIR folder per patient, found two for {cid!r}: {out[cid]} and {here}."
+            )
         out[cid] = here
     return out
 
@@ -145,7 +144,9 @@ def _pair_masks(dicoms: list[Path], pngs: list[Path], where: Path) -> tuple[dict
             f"{missing[:5]}{' ...' if len(missing) > 5 else ''}."
         )
     if len(pngs) != len(dicoms):
-        raise DatasetError(f"{where}: expected one ground-truth PNG per DICOM slice ({len(dicoms)}), found {len(pngs)} PNG file(s).")
+        raise DatasetError(
+            f"{where}: expected one ground-truth PNG per DICOM slice ({len(dicoms)}), found {len(pngs)} PNG file(s)."
+        )
     numbers = []
     for d in dicoms:
         ds = pydicom.dcmread(str(d), stop_before_pixels=True)
@@ -182,13 +183,17 @@ def read_chaos_case(series_dir: Path, writer: DatasetWriter) -> tuple[np.ndarray
         mask = read_mask_png(png)
         expected = (series.array.shape[1], series.array.shape[0])  # (rows, columns)
         if mask.shape != expected:
-            raise DatasetError(f"{png}: expected a {expected[0]} x {expected[1]} mask like {dcm.name}, found {mask.shape}.")
+            raise DatasetError(
+                f"{png}: expected a {expected[0]} x {expected[1]} mask like {dcm.name}, found {mask.shape}."
+            )
         ids, bad = map_chaos_mask(mask)
         for v, n in bad.items():
             unexpected[v] = unexpected.get(v, 0) + n
         labels.append(ids.T)  # (columns, rows), like the image
     if unexpected:
-        writer.note(f"{series_dir}: mask value(s) outside the CHAOS ranges {describe_codes(unexpected)} set to background")
+        writer.note(
+            f"{series_dir}: mask value(s) outside the CHAOS ranges {describe_codes(unexpected)} set to background"
+        )
     label = np.stack(labels, axis=-1)
     image, affine = to_ras(series.array, series.affine)
     label, _ = to_ras(label, series.affine)
@@ -201,8 +206,12 @@ def read_chaos_case(series_dir: Path, writer: DatasetWriter) -> tuple[np.ndarray
 
 def discover_btcv(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     """``(images, labels)``: four-digit id -> file."""
-    images = index_unique(find_files(root, rf"img(?P<id>\d+){NIFTI_RE}"), lambda m: f"{int(m.group('id')):04d}", root, "BTCV image")
-    labels = index_unique(find_files(root, rf"label(?P<id>\d+){NIFTI_RE}"), lambda m: f"{int(m.group('id')):04d}", root, "BTCV label")
+    images = index_unique(
+        find_files(root, rf"img(?P<id>\d+){NIFTI_RE}"), lambda m: f"{int(m.group('id')):04d}", root, "BTCV image"
+    )
+    labels = index_unique(
+        find_files(root, rf"label(?P<id>\d+){NIFTI_RE}"), lambda m: f"{int(m.group('id')):04d}", root, "BTCV label"
+    )
     return images, labels
 
 
@@ -244,25 +253,35 @@ def convert_abdomen(
         seed=seed,
     )
     mr_cases = discover_chaos(chaos_dir)
-    check_test_cases(TEST_IDS["MR"], mr_cases, "MR", chaos_dir, "<patient>/T2SPIR folders with DICOM_anon/*.dcm and Ground/*.png")
+    check_test_cases(
+        TEST_IDS["MR"], mr_cases, "MR", chaos_dir, "<patient>/T2SPIR folders with DICOM_anon/*.dcm and Ground/*.png"
+    )
     absent = [cid for cid in CHAOS_IDS if cid not in mr_cases]
     if absent:
-        writer.note(f"MR: {len(absent)} of the {len(CHAOS_IDS)} CHAOS patients have no T2SPIR folder, skipped: {', '.join(absent)}")
+        writer.note(
+            f"MR: {len(absent)} of the {len(CHAOS_IDS)} CHAOS patients have no T2SPIR folder, skipped: {', '.join(absent)}"
+        )
     extra = sorted(set(mr_cases) - set(CHAOS_IDS), key=natural_key)
     if extra:
-        writer.note(f"MR: T2SPIR folder(s) of patient(s) {extra} outside the 20 CHAOS training ids are converted as training cases")
+        writer.note(
+            f"MR: T2SPIR folder(s) of patient(s) {extra} outside the 20 CHAOS training ids are converted as training cases"
+        )
     images, labels = discover_btcv(btcv_dir)
     ct_cases = sorted(set(images) & set(labels), key=natural_key)
     check_test_cases(TEST_IDS["CT"], ct_cases, "CT", btcv_dir, "img00XX.nii.gz with label00XX.nii.gz")
     unlabelled = sorted(set(images) - set(labels), key=natural_key)
     if unlabelled:
-        writer.note(f"CT: {len(unlabelled)} image(s) without a label ignored (e.g. the BTCV test set): {unlabelled[:5]}")
+        writer.note(
+            f"CT: {len(unlabelled)} image(s) without a label ignored (e.g. the BTCV test set): {unlabelled[:5]}"
+        )
     orphan = sorted(set(labels) - set(images), key=natural_key)
     if orphan:
         writer.note(f"CT: {len(orphan)} label(s) without an image ignored: {orphan[:5]}")
     absent = [cid for cid in BTCV_IDS if cid not in ct_cases]
     if absent:
-        writer.note(f"CT: {len(absent)} of the {len(BTCV_IDS)} labelled BTCV cases lack the image or the label, skipped: {', '.join(absent)}")
+        writer.note(
+            f"CT: {len(absent)} of the {len(BTCV_IDS)} labelled BTCV cases lack the image or the label, skipped: {', '.join(absent)}"
+        )
 
     splits: dict[str, dict[str, str]] = {}
     for domain, ids in (("MR", sorted(mr_cases, key=natural_key)), ("CT", ct_cases)):
@@ -281,7 +300,9 @@ def convert_abdomen(
             check_same_grid(img, lab, images[cid], labels[cid], writer)
             ids, unexpected = map_codes(lab[0], BTCV_CODES, BTCV_BACKGROUND)
             if unexpected:
-                writer.note(f"{labels[cid]}: unexpected label code(s) {describe_codes(unexpected)} mapped to background")
+                writer.note(
+                    f"{labels[cid]}: unexpected label code(s) {describe_codes(unexpected)} mapped to background"
+                )
             image, affine = to_ras(img[0], img[1])
             label, _ = to_ras(ids, img[1])
             source = str(images[cid])

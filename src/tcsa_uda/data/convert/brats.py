@@ -26,24 +26,18 @@ from pathlib import Path
 from tqdm import tqdm
 
 from tcsa_uda.data.convert.common import (
-    DEFAULT_VAL_FRACTION,
     NIFTI_RE,
-    ConversionResult,
-    DatasetWriter,
-    carve_val,
-    check_fraction,
-    check_same_grid,
     check_test_cases,
     describe_codes,
-    domain_rng,
     find_files,
     load_nifti_raw,
     map_codes,
     natural_key,
-    read_split_file,
     require_dir,
     to_ras,
 )
+from tcsa_uda.data.convert.splits import DEFAULT_VAL_FRACTION, carve_val, check_fraction, domain_rng, read_split_file
+from tcsa_uda.data.convert.writer import ConversionResult, DatasetWriter, check_same_grid
 from tcsa_uda.errors import DatasetError
 
 DATASET_NAME = "brats"
@@ -74,7 +68,9 @@ def discover_brats(root: Path) -> tuple[dict[str, dict[str, Path]], dict[str, st
         names.setdefault(key, case)
         entry = cases.setdefault(key, {})
         if seq in entry:
-            raise DatasetError(f"{root}: expected one {seq} file for case {case!r}, found two: {entry[seq]} and {path}; remove one.")
+            raise DatasetError(
+                f"{root}: expected one {seq} file for case {case!r}, found two: {entry[seq]} and {path}; remove one."
+            )
         entry[seq] = path
     return cases, names
 
@@ -95,7 +91,9 @@ def make_brats_split(
     """
     test_fraction = check_fraction(test_fraction, "test fraction")
     if len(ids) < 4:
-        raise DatasetError(f"expected at least 4 complete BraTS cases (flair, t2 and seg) to split into two domains, found {len(ids)}.")
+        raise DatasetError(
+            f"expected at least 4 complete BraTS cases (flair, t2 and seg) to split into two domains, found {len(ids)}."
+        )
     pool = sorted(ids, key=natural_key)
     order = domain_rng(seed, "patients").permutation(len(pool))
     shuffled = [pool[int(i)] for i in order]
@@ -166,7 +164,9 @@ def convert_brats(
         assignment = read_split_file(split, MODALITIES)
         listed = {cid for per in assignment.values() for ids in per.values() for cid in ids}
         for domain, per in assignment.items():
-            check_test_cases(per["test"], complete, domain, root_dir, f"the flair, t2 and seg files of every test case of {split}")
+            check_test_cases(
+                per["test"], complete, domain, root_dir, f"the flair, t2 and seg files of every test case of {split}"
+            )
             for s in ("train", "val"):
                 gone = [c for c in per[s] if c not in complete]
                 if gone:

@@ -106,7 +106,9 @@ def read_dicom_series(files: Sequence[Path], what: str) -> DicomSeries:
     headers = [(Path(f), read_slice(Path(f))) for f in files]
     series = {str(getattr(ds, "SeriesInstanceUID", "")) for _, ds in headers}
     if len(series) > 1:
-        raise DatasetError(f"{what}: expected the slices of one DICOM series, found {len(series)} series (SeriesInstanceUID) mixed.")
+        raise DatasetError(
+            f"{what}: expected the slices of one DICOM series, found {len(series)} series (SeriesInstanceUID) mixed."
+        )
     first_path, first = headers[0]
     iop = _tag(first, "ImageOrientationPatient", first_path, 6)
     row_dir, col_dir = iop[:3], iop[3:]
@@ -147,7 +149,9 @@ def read_dicom_series(files: Sequence[Path], what: str) -> DicomSeries:
         if shape is None:
             shape = px.shape
         elif px.shape != shape:
-            raise DatasetError(f"{path}: expected {shape[0]} x {shape[1]} pixels like the other slices of {what}, found {px.shape}.")
+            raise DatasetError(
+                f"{path}: expected {shape[0]} x {shape[1]} pixels like the other slices of {what}, found {px.shape}."
+            )
         slices.append(px)
     dtype = np.result_type(*[s.dtype for s in slices])
     volume = np.stack([s.astype(dtype, copy=False).T for s in slices], axis=-1)  # (columns, rows, slices)

@@ -11,6 +11,9 @@ line (/work/shared/PROTOCOLS.md); every other code (550 RV, 600 RA, 850 pulmonar
 background. Split: test CT 1003, 1008, 1014, 1019 and MR 1007, 1009, 1018, 1019; the other
 labelled volumes train, with a small seeded val subset (:func:`~.common.carve_val`).
 
+Crop (optional, ``crop_margin_mm``): every volume is cut to the bounding box of its labelled
+heart structures plus a margin, the heart-centred crop of the SIFA preprocessing.
+
 Orientation: volumes are put in RAS+ voxel order without resampling (:func:`~.common.to_ras`)
 and keep a correct affine, so ``tcsa-uda prepare --axis coronal`` cuts the coronal slices of
 the SIFA protocol (array axis 1) whatever the acquisition orientation of the file.
@@ -24,21 +27,19 @@ from pathlib import Path
 from tqdm import tqdm
 
 from tcsa_uda.data.convert.common import (
-    DEFAULT_VAL_FRACTION,
     NIFTI_RE,
-    ConversionResult,
-    DatasetWriter,
-    carve_val,
-    check_same_grid,
     check_test_cases,
     describe_codes,
     find_files,
+    foreground_box,
     load_nifti_raw,
     map_codes,
     natural_key,
     require_dir,
     to_ras,
 )
+from tcsa_uda.data.convert.splits import DEFAULT_VAL_FRACTION, carve_val
+from tcsa_uda.data.convert.writer import ConversionResult, DatasetWriter, check_same_grid
 from tcsa_uda.errors import DatasetError
 
 DATASET_NAME = "mmwhs"
@@ -100,6 +101,7 @@ def convert_mmwhs(
     *,
     val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = 0,
+    crop_margin_mm: float | None = None,
     progress: bool = True,
 ) -> ConversionResult:
     """Convert the MM-WHS 2017 CT and MR training volumes into a dataset folder.
@@ -110,6 +112,11 @@ def convert_mmwhs(
         out: output dataset folder.
         val_fraction: share of each domain's training volumes moved to ``val`` (0 disables).
         seed: seed of the val draw.
+        crop_margin_mm: when given, crop every volume to the bounding box of all its labelled
+            heart structures (every non-zero raw code, RV/RA/PA included) plus this margin in
+            mm: the heart-centred crop of the SIFA preprocessing. It reads the labels of every
+            case, target test cases included, as that preprocessing did. None keeps the
+            whole field of view.
         progress: show a progress bar.
 
     Returns:
@@ -130,17 +137,29 @@ def convert_mmwhs(
         reference="X. Zhuang, J. Shen, Multi-scale patch and multi-modality atlases for whole heart segmentation of MRI, MedIA 2016",
         seed=seed,
     )
+    if crop_margin_mm is not None:
+        writer.note(
+            f"every volume cropped to its labelled heart structures + {crop_margin_mm:g} mm (SIFA heart-centred crop)"
+        )
     jobs: list[tuple[str, str, str, dict[str, Path]]] = []
     for domain, folder in folders.items():
         cases, notes = discover_mmwhs(folder, domain)
         for n in notes:
             writer.note(n)
         complete = {cid for cid, files in cases.items() if {"image", "label"} <= files.keys()}
-        check_test_cases(TEST_IDS[domain], complete, domain, folder, f"{domain.lower()}_train_<id>_image and _label NIfTI files")
+        check_test_cases(
+            TEST_IDS[domain], complete, domain, folder, f"{domain.lower()}_train_<id>_image and _label NIfTI files"
+        )
         absent = [cid for cid in LABELLED_IDS if cid not in cases]
         if absent:
-            writer.note(f"{domain}: {len(absent)} of the {len(LABELLED_IDS)} labelled cases not found, skipped: {', '.join(absent)}")
-        partial = [f"{cid} (only its {', '.join(sorted(cases[cid]))})" for cid in LABELLED_IDS if cid in cases and cid not in complete]
+            writer.note(
+                f"{domain}: {len(absent)} of the {len(LABELLED_IDS)} labelled cases not found, skipped: {', '.join(absent)}"
+            )
+        partial = [
+            f"{cid} (only its {', '.join(sorted(cases[cid]))})"
+            for cid in LABELLED_IDS
+            if cid in cases and cid not in complete
+        ]
         if partial:
             writer.note(f"{domain}: incomplete case(s) skipped: {', '.join(partial)}")
         train = sorted((c for c in complete if c not in TEST_IDS[domain]), key=natural_key)
@@ -157,5 +176,9 @@ def convert_mmwhs(
             writer.note(f"{files['label']}: unexpected label code(s) {describe_codes(unexpected)} mapped to background")
         img, affine = to_ras(image[0], image[1])
         lab, _ = to_ras(ids, image[1])
+        if crop_margin_mm is not None:
+            heart, _ = to_ras(label[0] != 0, image[1])
+            box, affine = foreground_box(heart, affine, crop_margin_mm)
+            img, lab = img[box], lab[box]
         writer.add(domain, cid, split, img, affine, lab, source=str(files["image"]))
     return writer.finish()

@@ -41,23 +41,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from tcsa_uda.data.convert.common import (
-    DEFAULT_VAL_FRACTION,
-    ConversionResult,
-    DatasetWriter,
-    iter_files,
-    natural_key,
-    require_dir,
-)
+from tcsa_uda.data.convert.common import iter_files, natural_key, require_dir
 from tcsa_uda.data.convert.mmwhs import CLASS_NAMES, MODALITIES, TEST_IDS
+from tcsa_uda.data.convert.writer import ConversionResult, DatasetWriter
 from tcsa_uda.errors import DatasetError
 
 DATASET_NAME = "mmwhs_sifa"
 PSEUDO_VOLUME_SLICES = 64
 """Training slices stacked into one pseudo-volume when the file names give no case id."""
-SIFA_AFFINE = np.array(
-    [[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
-)
+SIFA_AFFINE = np.array([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
 """Nominal 1 mm affine: array axis 0 (rows) -> inferior, 1 (columns) -> right, 2 (slices) -> anterior."""
 IMAGE_KEYS = ("arr_0", "image", "img", "data", "x")
 LABEL_KEYS = ("arr_1", "label", "seg", "gt", "mask", "y")
@@ -65,7 +57,15 @@ LABEL_SUFFIXES = ("_label", "_seg", "_gt", "_mask")
 SLICE_SUFFIXES = (".npy", ".npz")
 _CASE_SLICE = re.compile(r"(?<!\d)(?P<case>1\d{3})(?!\d)\D+(?P<slice>\d+)\D*$")
 _CASE_ONLY = re.compile(r"(?<!\d)(?P<case>1\d{3})(?!\d)")
-_SPLIT_WORDS = (("val", "val"), ("valid", "val"), ("validation", "val"), ("train", "train"), ("training", "train"), ("test", "test"), ("testing", "test"))
+_SPLIT_WORDS = (
+    ("val", "val"),
+    ("valid", "val"),
+    ("validation", "val"),
+    ("train", "train"),
+    ("training", "train"),
+    ("test", "test"),
+    ("testing", "test"),
+)
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def split_of(name: str) -> str | None:
     tokens = re.split(r"[^a-z0-9]+", name.lower())
     for token in tokens:
         for word, split in _SPLIT_WORDS:
-            if token == word or (token.startswith(word) and token[len(word):] in ("ct", "mr", "list", "set")):
+            if token == word or (token.startswith(word) and token[len(word) :] in ("ct", "mr", "list", "set")):
                 return split
     return None
 
@@ -120,8 +120,12 @@ class _Resolver:
         if len(hits) == 1:
             return hits[0]
         if not hits:
-            raise DatasetError(f"{datalist}:{line}: expected the file {text!r} next to the datalist, under {self.root} or by name below it, found none.")
-        raise DatasetError(f"{datalist}:{line}: the file name of {text!r} is ambiguous under {self.root}: {[str(h) for h in hits[:3]]}.")
+            raise DatasetError(
+                f"{datalist}:{line}: expected the file {text!r} next to the datalist, under {self.root} or by name below it, found none."
+            )
+        raise DatasetError(
+            f"{datalist}:{line}: the file name of {text!r} is ambiguous under {self.root}: {[str(h) for h in hits[:3]]}."
+        )
 
 
 def read_datalist(path: Path, resolve: _Resolver) -> list[SliceEntry]:
@@ -133,7 +137,9 @@ def read_datalist(path: Path, resolve: _Resolver) -> list[SliceEntry]:
             continue
         parts = text.split()
         if len(parts) > 2:
-            raise DatasetError(f"{path}:{i}: expected an image path, optionally followed by a label path, found {len(parts)} fields: {text!r}.")
+            raise DatasetError(
+                f"{path}:{i}: expected an image path, optionally followed by a label path, found {len(parts)} fields: {text!r}."
+            )
         image = resolve(parts[0], path, i)
         label = resolve(parts[1], path, i) if len(parts) == 2 else None
         entries.append(SliceEntry(image, label, path, i))
@@ -173,7 +179,9 @@ def load_slice(entry: SliceEntry) -> tuple[np.ndarray, np.ndarray]:
         with data:
             image, label = _pick(data, IMAGE_KEYS), _pick(data, LABEL_KEYS)
         if image is None:
-            raise DatasetError(f"{entry.image}: expected an image array under one of {list(IMAGE_KEYS)}, found keys {data.files}.")
+            raise DatasetError(
+                f"{entry.image}: expected an image array under one of {list(IMAGE_KEYS)}, found keys {data.files}."
+            )
     else:
         image, label = np.asarray(data), None
         if image.ndim == 3 and image.shape[-1] == 2:
@@ -191,7 +199,11 @@ def load_slice(entry: SliceEntry) -> tuple[np.ndarray, np.ndarray]:
         sibling = _sibling_label(entry.image)
         if sibling is not None:
             loaded = _load_array(sibling)
-            label = np.asarray(loaded) if not isinstance(loaded, np.lib.npyio.NpzFile) else _pick(loaded, LABEL_KEYS + IMAGE_KEYS)
+            label = (
+                np.asarray(loaded)
+                if not isinstance(loaded, np.lib.npyio.NpzFile)
+                else _pick(loaded, LABEL_KEYS + IMAGE_KEYS)
+            )
     if label is None:
         raise DatasetError(
             f"{entry.image} ({entry.datalist}:{entry.line}): expected a label (npz key arr_1/label, a (H, W, 2) array, "
@@ -199,15 +211,16 @@ def load_slice(entry: SliceEntry) -> tuple[np.ndarray, np.ndarray]:
         )
     image, label = np.squeeze(image), np.squeeze(label)
     if image.ndim != 2 or label.shape != image.shape:
-        raise DatasetError(f"{entry.image}: expected a 2D image slice and a label of the same shape, found {image.shape} and {label.shape}.")
+        raise DatasetError(
+            f"{entry.image}: expected a 2D image slice and a label of the same shape, found {image.shape} and {label.shape}."
+        )
     return image.astype(np.float32), _check_ids(label, entry.image)
 
 
 def _check_ids(label: np.ndarray, path: Path) -> np.ndarray:
     arr = np.asarray(label)
-    if arr.dtype.kind == "f":
-        if not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
-            raise DatasetError(f"{path}: expected integer class ids 0..4, found non-integer label values.")
+    if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+        raise DatasetError(f"{path}: expected integer class ids 0..4, found non-integer label values.")
     values = np.unique(arr)
     if values.size and (values.min() < 0 or values.max() >= len(CLASS_NAMES)):
         raise DatasetError(
@@ -231,7 +244,9 @@ def load_test_volume(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     if label is None or label.shape != image.shape:
         found = None if label is None else label.shape
-        raise DatasetError(f"{path}: expected a test volume with arr_0 image and arr_1 label of equal shape {image.shape}, found label {found}.")
+        raise DatasetError(
+            f"{path}: expected a test volume with arr_0 image and arr_1 label of equal shape {image.shape}, found label {found}."
+        )
     image = np.flip(np.flip(image, axis=0), axis=1)  # (H, W, D) back to the training slices' orientation
     label = np.flip(np.flip(label, axis=0), axis=1)
     return np.ascontiguousarray(image, dtype=np.float32), _check_ids(np.ascontiguousarray(label), path)
@@ -253,7 +268,10 @@ def _stack_cases(entries: list[SliceEntry]) -> tuple[dict[str, list[SliceEntry]]
                 raise DatasetError(f"{entries[0].datalist}: case {cid} lists slice number(s) {dup} twice.")
             out[cid] = [e for _, e in items]
         return out, True
-    chunks = {f"{i // PSEUDO_VOLUME_SLICES:03d}": entries[i : i + PSEUDO_VOLUME_SLICES] for i in range(0, len(entries), PSEUDO_VOLUME_SLICES)}
+    chunks = {
+        f"{i // PSEUDO_VOLUME_SLICES:03d}": entries[i : i + PSEUDO_VOLUME_SLICES]
+        for i in range(0, len(entries), PSEUDO_VOLUME_SLICES)
+    }
     return chunks, False
 
 
@@ -296,11 +314,12 @@ def convert_mmwhs_sifa(
         if split == "test":
             continue  # test volumes are the *.npz files themselves
         lists[(domain, split)].extend(read_datalist(path, resolve))
-    listed = {e.image.resolve() for es in lists.values() for e in es} | {e.label.resolve() for es in lists.values() for e in es if e.label}
+    listed = {e.image.resolve() for es in lists.values() for e in es} | {
+        e.label.resolve() for es in lists.values() for e in es if e.label
+    }
 
     tests: dict[str, dict[str, Path]] = {d: {} for d in MODALITIES}
     candidates = [p for p in iter_files(root_dir) if p.suffix.lower() == ".npz" and p.resolve() not in listed]
-    volumes: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
     for path in tqdm(candidates, desc="scan test volumes", unit="file", disable=not progress):
         vol = load_test_volume(path)
         if vol is None:
@@ -308,39 +327,62 @@ def convert_mmwhs_sifa(
             continue
         domain = modality_of(str(path.relative_to(root_dir)))
         if domain is None:
-            raise DatasetError(f"{path}: cannot tell whether this test volume is CT or MR; put 'ct' or 'mr' in its file or folder name.")
+            raise DatasetError(
+                f"{path}: cannot tell whether this test volume is CT or MR; put 'ct' or 'mr' in its file or folder name."
+            )
         m = _CASE_ONLY.search(path.stem)
         cid = m.group("case") if m else path.stem
         if cid in tests[domain]:
-            raise DatasetError(f"{root_dir}: expected one {domain} test volume per case, found two for {cid!r}: {tests[domain][cid]} and {path}.")
+            raise DatasetError(
+                f"{root_dir}: expected one {domain} test volume per case, found two for {cid!r}: {tests[domain][cid]} and {path}."
+            )
         tests[domain][cid] = path
-        volumes[path] = vol
+        del vol  # read again when written: keeps one volume in memory at a time
     for domain in MODALITIES:
         if not tests[domain]:
-            raise DatasetError(f"{root_dir}: expected the {domain} test volumes (*.npz with arr_0 image and arr_1 label, 'ct'/'mr' in the name), found none.")
+            raise DatasetError(
+                f"{root_dir}: expected the {domain} test volumes (*.npz with arr_0 image and arr_1 label, 'ct'/'mr' in the name), found none."
+            )
         if not any(d == domain for d, _ in lists):
-            raise DatasetError(f"{root_dir}: expected a {domain} training datalist (e.g. train_{domain.lower()}.txt) listing slice files, found none.")
+            raise DatasetError(
+                f"{root_dir}: expected a {domain} training datalist (e.g. train_{domain.lower()}.txt) listing slice files, found none."
+            )
         if set(tests[domain]) != set(TEST_IDS[domain]):
-            writer.note(f"{domain}: test ids {sorted(tests[domain], key=natural_key)} differ from the literature split {list(TEST_IDS[domain])}")
+            writer.note(
+                f"{domain}: test ids {sorted(tests[domain], key=natural_key)} differ from the literature split {list(TEST_IDS[domain])}"
+            )
         for cid in sorted(tests[domain], key=natural_key):
-            image, label = volumes.pop(tests[domain][cid])
+            loaded = load_test_volume(tests[domain][cid])
+            if loaded is None:  # changed on disk since the scan
+                raise DatasetError(f"{tests[domain][cid]}: expected a 3D test volume, found none on the second read.")
+            image, label = loaded
             writer.add(domain, cid, "test", image, SIFA_AFFINE, label, source=str(tests[domain][cid]))
 
     for (domain, split), entries in sorted(lists.items()):
         groups, per_case = _stack_cases(entries)
-        how = "per case from the slice names" if per_case else f"as pseudo-volumes of up to {PSEUDO_VOLUME_SLICES} slices (names carry no case id)"
-        writer.note(f"{domain} {split}: {len(entries)} slice(s) from {len({e.datalist for e in entries})} datalist(s) stacked {how}")
+        how = (
+            "per case from the slice names"
+            if per_case
+            else f"as pseudo-volumes of up to {PSEUDO_VOLUME_SLICES} slices (names carry no case id)"
+        )
+        writer.note(
+            f"{domain} {split}: {len(entries)} slice(s) from {len({e.datalist for e in entries})} datalist(s) stacked {how}"
+        )
         taken = {c.id for c in writer.spec().domains[domain].cases}
         for key, members in tqdm(groups.items(), desc=f"{domain} {split} slices", unit="case", disable=not progress):
             cid = key if per_case else f"{split}_pseudo_{key}"
             if cid in taken:
                 if cid in tests[domain]:
-                    writer.note(f"{domain} case {cid}: also a test volume; its {split} slices are kept as {cid}_{split} (test subject seen in training)")
+                    writer.note(
+                        f"{domain} case {cid}: also a test volume; its {split} slices are kept as {cid}_{split} (test subject seen in training)"
+                    )
                 cid = f"{cid}_{split}"
             pairs = [load_slice(e) for e in members]
             shapes = {p[0].shape for p in pairs}
             if len(shapes) != 1:
-                raise DatasetError(f"{members[0].datalist}: slices of {domain} {cid} differ in shape: {sorted(shapes)}.")
+                raise DatasetError(
+                    f"{members[0].datalist}: slices of {domain} {cid} differ in shape: {sorted(shapes)}."
+                )
             image = np.stack([p[0] for p in pairs], axis=-1)  # (H, W, S)
             label = np.stack([p[1] for p in pairs], axis=-1)
             writer.add(domain, cid, split, image, SIFA_AFFINE, label, source=str(members[0].datalist))

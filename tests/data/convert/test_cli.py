@@ -1,0 +1,123 @@
+"""``tcsa-uda convert ...`` on the command line: summary printed, errors without traceback."""
+
+from __future__ import annotations
+
+import json
+
+from tcsa_uda.cli import main
+
+
+def test_convert_mmwhs_prints_the_summary(tmp_path, raw, capsys):
+    raw.write_mmwhs(tmp_path / "dl", "ct", [1001, 1003, 1008, 1014, 1019], shape=(6, 6, 6))
+    raw.write_mmwhs(tmp_path / "dl", "mr", [1002, 1007, 1009, 1018, 1019], shape=(6, 6, 6))
+    code = main(
+        [
+            "convert",
+            "mmwhs",
+            "--ct",
+            str(tmp_path / "dl"),
+            "--mr",
+            str(tmp_path / "dl"),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "CT (computed tomography): 5 case(s) (train 1, val 0, test 4); labelled 5" in out
+    assert "verify: OK" in out
+    assert (tmp_path / "out" / "dataset.json").is_file() and (tmp_path / "out" / "summary.json").is_file()
+
+
+def test_convert_error_is_one_line_with_status_2(tmp_path, raw, capsys):
+    raw.write_mmwhs(tmp_path / "dl", "ct", [1001, 1003], shape=(6, 6, 6))
+    code = main(
+        [
+            "convert",
+            "mmwhs",
+            "--ct",
+            str(tmp_path / "dl"),
+            "--mr",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and "--mr folder" in err and "Traceback" not in err
+
+
+def test_convert_brats_split_reuse(tmp_path, raw, capsys):
+    raw.write_brats(tmp_path / "dl", 6, shape=(6, 6, 4), missing_seg=False)
+    assert (
+        main(
+            [
+                "convert",
+                "brats",
+                "--root",
+                str(tmp_path / "dl"),
+                "--out",
+                str(tmp_path / "a"),
+                "--seed",
+                "5",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    split = tmp_path / "a" / "split.json"
+    assert (
+        main(
+            [
+                "convert",
+                "brats",
+                "--root",
+                str(tmp_path / "dl"),
+                "--out",
+                str(tmp_path / "b"),
+                "--split",
+                str(split),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    a, b = (json.loads((tmp_path / d / "split.json").read_text())["domains"] for d in ("a", "b"))
+    assert a == b
+    assert "FLAIR (" in capsys.readouterr().out
+
+
+def test_convert_abdomen_and_sifa_commands(tmp_path, raw, capsys):
+    for cid in (1, 13, 32, 38):
+        raw.write_chaos_case(tmp_path / "chaos", cid, rows=6, cols=6, n_slices=4)
+    raw.write_btcv(tmp_path / "btcv", [1, 9, 30, 32, 33, 39], shape=(6, 6, 4))
+    assert (
+        main(
+            [
+                "convert",
+                "abdomen",
+                "--chaos",
+                str(tmp_path / "chaos"),
+                "--btcv",
+                str(tmp_path / "btcv"),
+                "--out",
+                str(tmp_path / "abd"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    raw.write_sifa(tmp_path / "sifa", size=8, depth=4)
+    assert (
+        main(
+            ["convert", "mmwhs-sifa", "--root", str(tmp_path / "sifa"), "--out", str(tmp_path / "sf"), "--no-progress"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "abdomen_chaos_btcv" in out and "mmwhs_sifa" in out
+    spec = json.loads((tmp_path / "abd" / "dataset.json").read_text())
+    assert [c["id"] for c in spec["domains"]["MR"]["cases"]] == ["1", "13", "32", "38"]
+    assert len(spec["domains"]["CT"]["cases"]) == 6

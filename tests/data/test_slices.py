@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tcsa_uda.data.prepare import PreparedIndex, prepare_dataset
-from tcsa_uda.data.slices import SliceDataset, VolumeSlices, infinite_loader, to_three_channels
+from tcsa_uda.data.slices import SliceDataset, VolumeSlices, to_three_channels
 from tcsa_uda.errors import ConfigError, DatasetError
 
 
@@ -99,28 +99,3 @@ def test_volume_slices_give_the_whole_stack(index: PreparedIndex) -> None:
 def test_to_three_channels_shapes() -> None:
     assert to_three_channels(np.zeros((5, 6), dtype=np.float32)).shape == (3, 5, 6)
     assert to_three_channels(np.zeros((2, 5, 6), dtype=np.float32)).shape == (2, 3, 5, 6)
-
-
-def _order(batches: list[dict[str, object]]) -> list[tuple[str, int]]:
-    return [(c, int(s)) for b in batches for c, s in zip(b["case"], b["slice"])]  # type: ignore[call-overload]
-
-
-def test_infinite_loader_is_deterministic_and_reshuffles_each_epoch(index: PreparedIndex) -> None:
-    ds = SliceDataset(index, "ct", split=("train", "val"))  # 5 items -> 2 batches of 2 per epoch
-    run1 = list(itertools.islice(infinite_loader(ds, batch_size=2, seed=7), 12))
-    run2 = list(itertools.islice(infinite_loader(ds, batch_size=2, seed=7), 12))
-    assert _order(run1) == _order(run2)
-    assert all(b["image"].shape == (2, 3, 4, 4) and b["label"].shape == (2, 4, 4) for b in run1)
-    epochs = [_order(run1[i : i + 2]) for i in range(0, 12, 2)]
-    assert all(len(set(e)) == 4 for e in epochs)  # no repeats within an epoch, one item dropped
-    assert len({tuple(e) for e in epochs}) > 1  # a new permutation per epoch
-    other = list(itertools.islice(infinite_loader(ds, batch_size=2, seed=8), 12))
-    assert _order(other) != _order(run1)
-
-
-def test_infinite_loader_rejects_impossible_batches(index: PreparedIndex) -> None:
-    ds = SliceDataset(index, "ct")
-    with pytest.raises(ConfigError, match="larger than the dataset"):
-        infinite_loader(ds, batch_size=4, seed=0)
-    with pytest.raises(ConfigError, match="batch_size"):
-        infinite_loader(ds, batch_size=0, seed=0)

@@ -11,12 +11,12 @@ process that reads them, so a dataset is cheap to create and to send to DataLoad
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from tcsa_uda.data.prepare import PreparedCase, PreparedIndex
 from tcsa_uda.errors import ConfigError, DatasetError
@@ -138,47 +138,3 @@ class VolumeSlices(Dataset[torch.Tensor]):
         state = self.__dict__.copy()
         state["_image"] = None
         return state
-
-
-def infinite_loader(
-    dataset: Dataset[Any], batch_size: int, seed: int, num_workers: int = 0
-) -> Iterator[dict[str, Any]]:
-    """Yield shuffled batches forever; every epoch is a new permutation, incomplete batches dropped.
-
-    The permutations come from one ``torch.Generator`` seeded with ``seed``, so the sequence of
-    batches is the same on every run with the same seed (and any ``num_workers``).
-
-    Args:
-        dataset: a map-style dataset of dict items (e.g. :class:`SliceDataset`).
-        batch_size: items per batch.
-        seed: seed of the shuffling generator.
-        num_workers: DataLoader worker processes (0 = load in the calling process).
-
-    Raises:
-        ConfigError: ``batch_size`` < 1, ``num_workers`` < 0, or fewer items than one batch.
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size: expected a positive integer, found {batch_size!r}.")
-    if num_workers < 0:
-        raise ConfigError(f"num_workers: expected 0 or more, found {num_workers!r}.")
-    n = len(dataset)  # type: ignore[arg-type]
-    if n < batch_size:
-        raise ConfigError(
-            f"batch_size: {batch_size} is larger than the dataset ({n} items); no complete batch can be drawn."
-        )
-    generator = torch.Generator().manual_seed(int(seed))
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=num_workers,
-        generator=generator,
-        persistent_workers=num_workers > 0,
-    )
-    return _forever(loader)
-
-
-def _forever(loader: DataLoader[Any]) -> Iterator[dict[str, Any]]:
-    while True:
-        yield from loader

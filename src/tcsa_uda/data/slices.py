@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tcsa_uda.data.prepare import PreparedCase, PreparedIndex
-from tcsa_uda.errors import ConfigError, DatasetError
+from tcsa_uda.errors import DatasetError
 
 IMAGE_CHANNELS = 3
 """Input channels of the segmentation network: the grey value repeated (METHOD.md)."""

@@ -160,7 +160,8 @@ def _dice(model: nn.Module, subset: SliceSubset, text: Tensor, num_classes: int)
     dev = _device_of(model)
     inter = torch.zeros(num_classes)
     total = torch.zeros(num_classes)
-    assert subset.labels is not None
+    if subset.labels is None:
+        raise ValueError("Dice needs a labelled slice subset.")
     for start, x in _batches(subset):
         x = x.to(dev)
         pred = upsample_logits(model(x, text).main, x.shape[-2:]).argmax(1).cpu()

@@ -23,6 +23,13 @@ from tcsa_uda.methods.registry import register_method
 from tcsa_uda.models import build_discriminator
 
 
+def _target_logits(out: StepOutputs) -> tuple[Tensor, Tensor]:
+    """The target logits, which every adversarial method needs (it reads target images)."""
+    if out.main_t is None or out.aux_t is None:
+        raise RuntimeError("output-space adversarial methods need a target batch; none was given.")
+    return out.main_t, out.aux_t
+
+
 class OutputSpaceAdversarial(UDAMethod):
     """L_seg + output-space adversarial loss on the main and auxiliary predictions."""
 
@@ -35,12 +42,12 @@ class OutputSpaceAdversarial(UDAMethod):
 
     def adversarial_loss(self, out: StepOutputs) -> Tensor:
         """Generator side: target predictions should be classified as source."""
-        assert out.main_t is not None and out.aux_t is not None  # guaranteed by uses_target
+        main_t, aux_t = _target_logits(out)
         kind = self.adversarial_input
         d = self.disc
         return generator_adversarial_loss(
-            d["main"](discriminator_input(out.main_t, kind)),
-            d["aux"](discriminator_input(out.aux_t, kind)),
+            d["main"](discriminator_input(main_t, kind)),
+            d["aux"](discriminator_input(aux_t, kind)),
             w_main=self.ctx.loss.adv_main,
             w_aux=self.ctx.loss.adv_aux,
         )
@@ -52,12 +59,12 @@ class OutputSpaceAdversarial(UDAMethod):
         return seg + adv, logs
 
     def discriminator_loss(self, out: StepOutputs) -> tuple[Tensor | None, dict[str, float]]:
-        assert out.main_t is not None and out.aux_t is not None
+        main_t, aux_t = _target_logits(out)
         kind = self.adversarial_input
         d = self.disc
         total = 0.0
         logs: dict[str, float] = {}
-        for key, s, t in (("main", out.main_s, out.main_t), ("aux", out.aux_s, out.aux_t)):
+        for key, s, t in (("main", out.main_s, main_t), ("aux", out.aux_s, aux_t)):
             loss = discriminator_loss(
                 d[key](discriminator_input(s.detach(), kind)), d[key](discriminator_input(t.detach(), kind))
             )

@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python scripts/make_phantom_figure.py [--out docs/phantom_slices.png] [--seed 0] [--shape 32 96 96]
+    python scripts/make_phantom_figure.py [--out docs/phantom_slices.png] [--seed 0] [--shape 48 96 96]
 
 Rows: CT image, CT labels, MR image, MR labels; columns: four axial slices from the apex (left)
 to the great vessels (right). Slices are shown in radiological convention (patient's right on

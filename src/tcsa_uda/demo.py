@@ -51,7 +51,7 @@ class DemoSettings:
     direction: str = "MR2CT"
     seed: int = 0
     cases: int = 10
-    shape: tuple[int, int, int] = (32, 96, 96)
+    shape: tuple[int, int, int] = (48, 96, 96)
     size: int = 96
     iterations_scale: float = 1.0
     overrides: tuple[str, ...] = ()

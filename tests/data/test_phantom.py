@@ -158,17 +158,18 @@ def test_ct_is_hounsfield_like_and_mr_is_positive(cases: dict[str, PhantomCase])
     assert -900 < _median(ct, Tissue.LUNG) < -700
     assert 200 < _median(ct, Tissue.BLOOD) < 400
     assert mr.image.min() >= 0.0  # Rician magnitude
-    assert _median(mr, Tissue.AIR) < 0.1 * _median(mr, Tissue.BLOOD)
+    # heart-centred crops keep little air, mostly next to the skin where blur lifts it
+    assert _median(mr, Tissue.AIR) < 0.25 * _median(mr, Tissue.BLOOD)
 
 
 def test_mr_voxels_are_anisotropic_and_ct_isotropic(dataset: Path) -> None:
     spec = load_dataset(dataset)
     ct = load_nifti(spec.domain("CT").cases[0].image_path(dataset)).spacing
     mr = load_nifti(spec.domain("MR").cases[0].image_path(dataset)).spacing
-    assert ct == pytest.approx((220 / 48, 220 / 48, 220 / 48))
-    assert mr == pytest.approx((200 / 48, 200 / 48, 1.5 * 200 / 48))
+    assert ct == pytest.approx((200 / 48, 200 / 48, 200 / 48))
+    assert mr == pytest.approx((180 / 48, 180 / 48, 1.5 * 180 / 48))
     ct_default, mr_default = (d.geometry.spacing((96, 96, 32)) for d in default_domains())
-    assert ct_default == pytest.approx((220 / 96,) * 3)
+    assert ct_default == pytest.approx((200 / 96,) * 3)
     assert mr_default[2] / mr_default[0] == pytest.approx(1.5)
 
 
@@ -297,5 +298,5 @@ def test_record_file_describes_the_generation(dataset: Path) -> None:
     assert record["domains"]["MR"]["contrast"]["noise"] == "rician"
     mr0 = record["cases"]["MR"][0]
     assert mr0["id"] == "mr_0000" and mr0["split"] == "train"
-    assert mr0["spacing_mm"] == pytest.approx([200 / 48, 200 / 48, 1.5 * 200 / 48])
+    assert mr0["spacing_mm"] == pytest.approx([180 / 48, 180 / 48, 1.5 * 180 / 48])
     assert 7.0 <= mr0["anatomy"]["wall_thickness"] <= 11.0

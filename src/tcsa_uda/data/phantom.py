@@ -32,7 +32,7 @@ from tcsa_uda.data.phantom_anatomy import LABELS, AnatomyParams, AnatomyPrior, r
 from tcsa_uda.data.phantom_contrast import ContrastModel, CTContrast, MRContrast, contrast_to_dict, render_image
 from tcsa_uda.errors import ConfigError, TcsaUdaError
 
-DEFAULT_SHAPE: tuple[int, int, int] = (32, 96, 96)  # (D, H, W)
+DEFAULT_SHAPE: tuple[int, int, int] = (48, 96, 96)  # (D, H, W)
 DEFAULT_CASES = 10
 MIN_SIDE = 16
 DATASET_NAME = "phantom_cardiac"
@@ -112,23 +112,23 @@ def default_domains() -> tuple[PhantomDomain, PhantomDomain]:
     """The two built-in domains.
 
     Both are heart-centred crops, as the SIFA line prepares MM-WHS (heart-centred crop before
-    slicing), so the four structures are large in the slice. CT: 220 mm in-plane field of view,
-    isotropic voxels (2.29 mm and a 73 mm axial extent at the default shape). MR: a 200 mm field
-    of view with slices 1.5 times thicker than the pixels (2.08 x 2.08 x 3.13 mm and 100 mm axial
-    extent at the default shape).
+    slicing), so the four structures are large in the slice. CT: 200 mm in-plane field of view,
+    isotropic voxels (2.08 mm and a 100 mm axial extent at the default shape 48 x 96 x 96). MR: a
+    180 mm field of view with slices 1.5 times thicker than the pixels (1.88 x 1.88 x 2.81 mm and
+    135 mm axial extent at the default shape).
     """
     return (
         PhantomDomain(
             name="CT",
             modality="computed tomography",
             contrast=CTContrast(),
-            geometry=AcquisitionGeometry(fov_mm=220.0, slice_ratio=1.0, centre_on="heart", centre_jitter_mm=8.0),
+            geometry=AcquisitionGeometry(fov_mm=200.0, slice_ratio=1.0, centre_on="heart", centre_jitter_mm=8.0),
         ),
         PhantomDomain(
             name="MR",
             modality="magnetic resonance imaging",
             contrast=MRContrast(),
-            geometry=AcquisitionGeometry(fov_mm=200.0, slice_ratio=1.5, centre_on="heart", centre_jitter_mm=8.0),
+            geometry=AcquisitionGeometry(fov_mm=180.0, slice_ratio=1.5, centre_on="heart", centre_jitter_mm=8.0),
         ),
     )
 

@@ -201,8 +201,12 @@ def write_figure(path: Path, models: dict[str, LoadedModel], index: PreparedInde
             if r == 0:
                 ax.set_title(title)
         axes[r][0].set_ylabel(f"{case.id} s{s}")
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=cmap(i), alpha=0.6, label=name) for i, name in enumerate(index.class_names) if i > 0]
     fig.suptitle(f"{domain} test slices (target domain)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=90)
     plt.close(fig)

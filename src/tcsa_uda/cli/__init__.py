@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "evaluate",
     "predict",
     "convert",
+    "report",
 )
 
 for _name in COMMAND_MODULES:

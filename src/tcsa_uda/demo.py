@@ -172,12 +172,7 @@ def _pct(v: float | None) -> str:
 
 def write_figure(path: Path, models: dict[str, LoadedModel], index: PreparedIndex, domain: str, n: int = 4) -> None:
     """Image, ground truth, source-only and TCSA predictions on ``n`` target test slices."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from tcsa_uda.atomic import atomic_path
+    from tcsa_uda.evaluation.figures import plot_overlays
     from tcsa_uda.evaluation.inference import predict_slices
 
     case = [c for c in index.cases(domain, "test") if c.labelled][0]
@@ -185,31 +180,12 @@ def write_figure(path: Path, models: dict[str, LoadedModel], index: PreparedInde
     lab = np.asarray(case.load_label())
     fg = [s for s in range(lab.shape[0]) if lab[s].any()]
     picks = [fg[int(i)] for i in np.linspace(0, len(fg) - 1, n)] if fg else list(range(n))
-    preds = {m: predict_slices(lm.model, img[picks], lm.text_for(domain)).argmax(1) for m, lm in models.items()}
-    cols = [("image", None), ("ground truth", lab[picks]), ("source-only", preds["source_only"]), ("TCSA-UDA", preds["tcsa"])]
-    fig, axes = plt.subplots(len(picks), len(cols), figsize=(2.4 * len(cols), 2.4 * len(picks)), squeeze=False)
-    cmap = plt.get_cmap("tab10", len(index.class_names))
-    for r, s in enumerate(picks):
-        for c, (title, maps) in enumerate(cols):
-            ax = axes[r][c]
-            ax.imshow(img[s].T, cmap="gray", origin="lower")
-            if maps is not None:
-                m = np.ma.masked_where(maps[r] == 0, maps[r])
-                ax.imshow(m.T, cmap=cmap, vmin=0, vmax=len(index.class_names) - 1, alpha=0.6, origin="lower", interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(title)
-        axes[r][0].set_ylabel(f"{case.id} s{s}")
-    from matplotlib.patches import Patch
-
-    handles = [Patch(color=cmap(i), alpha=0.6, label=name) for i, name in enumerate(index.class_names) if i > 0]
-    fig.suptitle(f"{domain} test slices (target domain)")
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
+    names = {"source_only": "source-only", "tcsa": "TCSA-UDA"}
+    preds = {names[m]: predict_slices(lm.model, img[picks], lm.text_for(domain)).argmax(1) for m, lm in models.items()}
+    plot_overlays(
+        img[picks], lab[picks], preds, index.class_names, [f"{case.id} s{s}" for s in picks], path,
+        suptitle=f"{domain} test slices (target domain)",
+    )
 
 
 def load_results(out: Path) -> dict[str, Any]:

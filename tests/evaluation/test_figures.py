@@ -132,3 +132,16 @@ def test_class_colors_distinct():
     colors = class_colors(5)
     assert colors.shape == (5, 4)
     assert len({tuple(c) for c in colors}) == 5
+
+
+def test_overlays_with_several_predictions(tmp_path):
+    import matplotlib.image as mpimg
+
+    images = np.zeros((2, 16, 16), dtype=np.float32)
+    labels = np.zeros((2, 16, 16), dtype=np.int64)
+    labels[:, 4:8, 4:8] = 1
+    one = plot_overlays(images, labels, labels, CLASSES, ["a", "b"], tmp_path / "one.png")
+    two = plot_overlays(images, labels, {"x": labels, "y": labels}, CLASSES, ["a", "b"], tmp_path / "two.png")
+    assert mpimg.imread(two).shape[1] > mpimg.imread(one).shape[1]  # one more column
+    with pytest.raises(ConfigError, match="overlay y"):
+        plot_overlays(images, labels, {"x": labels, "y": labels[:, :8]}, CLASSES, ["a", "b"], tmp_path / "bad.png")

@@ -223,18 +223,20 @@ def plot_training_curves(stages: Sequence[StageMetrics], path: str | Path) -> li
 def plot_overlays(
     images: np.ndarray,
     ground_truth: np.ndarray,
-    prediction: np.ndarray,
+    prediction: np.ndarray | Mapping[str, np.ndarray],
     class_names: Sequence[str],
     titles: Sequence[str],
     path: str | Path,
     alpha: float = 0.5,
+    suptitle: str | None = None,
 ) -> Path:
-    """One row per slice: the image, the ground truth over it, the prediction over it.
+    """One row per slice: the image, the ground truth over it, each prediction over it.
 
     Args:
         images: ``(N, H, W)`` normalised slices.
         ground_truth: ``(N, H, W)`` integer labels.
-        prediction: ``(N, H, W)`` integer labels.
+        prediction: ``(N, H, W)`` integer labels, or a mapping column title -> such an array
+            (e.g. source-only and TCSA-UDA side by side).
         class_names: names by class id (background first).
         titles: one row title per slice (e.g. ``case 12, slice 40``).
         path: the PNG to write.
@@ -246,14 +248,19 @@ def plot_overlays(
     n = images.shape[0]
     _check_stack("overlay images", images, (n, *images.shape[1:3]))
     _check_stack("overlay ground truth", ground_truth, images.shape)
-    _check_stack("overlay prediction", prediction, images.shape)
+    predictions = dict(prediction) if isinstance(prediction, Mapping) else {"prediction": prediction}
+    for head, pred in predictions.items():
+        _check_stack(f"overlay {head}", pred, images.shape)
     if len(titles) != n or n == 0:
         raise ConfigError(f"overlay titles: expected one per slice ({n}, at least 1), found {len(titles)}.")
     colors = class_colors(len(class_names))
-    fig = Figure(figsize=(7.5, 2.5 * n + 0.6), layout="constrained")
-    axes = fig.subplots(n, 3, squeeze=False)
+    ncol = 2 + len(predictions)
+    fig = Figure(figsize=(2.5 * ncol, 2.5 * n + 0.6), layout="constrained")
+    axes = fig.subplots(n, ncol, squeeze=False)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
     for i in range(n):
-        columns = (("image", None), ("ground truth", ground_truth[i]), ("prediction", prediction[i]))
+        columns = [("image", None), ("ground truth", ground_truth[i])] + [(h, pr[i]) for h, pr in predictions.items()]
         for j, (head, lab) in enumerate(columns):
             ax = axes[i, j]
             _grey(ax, images[i])

@@ -45,6 +45,7 @@ def tiny_run(tmp_path_factory) -> Path:
         f"data.prepared={root / 'prepared'}", "data.source=MR", "data.target=CT", "data.batch_size=2",
         "model.name=light", "model.base_width=8", "model.disc_width=8", f"text.encoder=file:{root / 'text.pt'}",
         "tensorboard=false", "progress=false", "device=cpu", "loss.align_start=1", "log_every=1",
+        "selection.every=1", "selection.log_oracle=true",
         "stages=[{method: adaoutput, iterations: 2}, {method: tcsa, iterations: 2}]",
     ]  # fmt: skip
     train(load_config(TrainConfig, None, overrides), root / "run")
@@ -74,6 +75,10 @@ def test_report_lists_every_figure_and_each_is_a_png(report, tiny_run):
         assert f"(evaluation/{name})" in md
     meta = json.loads((out / "evaluation" / "metrics.json").read_text())["meta"]
     assert meta["domain"] == "CT" and meta["split"] == "test"
+    # the oracle was logged: each stage's label-free criteria are replayed against it
+    assert "## Model selection against the oracle" in md
+    assert "### stage 1 (adaoutput): 2 selection points" in md and "### stage 2 (tcsa): 2 selection points" in md
+    assert "| `source_val_dice` |" in md and "| oracle (upper bound, uses target test labels) |" in md
 
 
 def test_report_before_is_stage_one_and_tsne_uses_both_domains(report, tiny_run):
@@ -131,7 +136,9 @@ def test_dataset_from_checkpoint_or_option(tmp_path, tiny_run):
 def test_one_stage_run_skips_before_with_note(tmp_path, tiny_run):
     run = tmp_path / "single"
     (run / "stage1_tcsa").mkdir(parents=True)
-    shutil.copy(tiny_run / "stage2_tcsa" / "metrics.jsonl", run / "stage1_tcsa" / "metrics.jsonl")
+    rows = [json.loads(line) for line in (tiny_run / "stage2_tcsa" / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.dumps({k: v for k, v in r.items() if k != "oracle"}) for r in rows]  # a run without the oracle
+    (run / "stage1_tcsa" / "metrics.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     ck = load_checkpoint(tiny_run / "final.pt")
     save_checkpoint(run / "final.pt", {k: v for k, v in ck.items() if k != "format"})
     res = build_report(run, out=tmp_path / "rep", options=ReportOptions(n_slices=2, tsne_slices=2, tsne_per_class=10))
@@ -139,6 +146,7 @@ def test_one_stage_run_skips_before_with_note(tmp_path, tiny_run):
     assert any("shows the final model only" in n for n in res.notes)
     md = res.path.read_text(encoding="utf-8")
     assert "Before adaptation: none (see notes)" in md and "## Notes" in md
+    assert "Model selection against the oracle" not in md
     assert res.path == tmp_path / "rep" / "report.md"
 
 

@@ -52,3 +52,11 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+def logged_float(v: Any) -> float:
+    """A logged value as float; non-finite values are logged as strings (``"nan"``, ``"inf"``)."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan

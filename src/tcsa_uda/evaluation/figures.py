@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from tcsa_uda.atomic import atomic_path
-from tcsa_uda.engine.logging import read_metrics
+from tcsa_uda.engine.logging import logged_float, read_metrics
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.evaluation.tsne import TsneEmbedding
 
@@ -135,14 +135,6 @@ def load_run_metrics(run: str | Path) -> list[StageMetrics]:
     return sorted(stages, key=lambda s: s.index)
 
 
-def _value(v: Any) -> float:
-    """A logged value as float; non-finite values are logged as strings (``"nan"``, ``"inf"``)."""
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _keys(stages: Sequence[StageMetrics], kind: str, skip: frozenset[str]) -> list[str]:
     keys: dict[str, None] = {}
     for stage in stages:
@@ -186,14 +178,14 @@ def plot_training_curves(stages: Sequence[StageMetrics], path: str | Path) -> li
             rows = [r for r in stage.rows if r.get("kind", "train") == kind]
             x = np.array([offsets[k] + int(r["step"]) for r in rows], dtype=np.float64)
             if kind == "train":
-                y = np.array([_value(r.get(title)) if title in r else math.nan for r in rows])
+                y = np.array([logged_float(r.get(title)) if title in r else math.nan for r in rows])
                 if np.isfinite(y).any():
                     # Markers keep short series (and single logged points) visible.
                     marker = "o" if np.isfinite(y).sum() < 30 else None
                     ax.plot(x, y, color=f"C{k % 10}", lw=1.0, marker=marker, ms=3, label=stage.name)
             else:
                 for j, key in enumerate(select_keys):
-                    y = np.array([_value(r.get(key)) if key in r else math.nan for r in rows])
+                    y = np.array([logged_float(r.get(key)) if key in r else math.nan for r in rows])
                     if np.isfinite(y).any():
                         label = None if key in labelled else key
                         labelled.add(key)

@@ -51,6 +51,7 @@ from tcsa_uda.evaluation.evaluate import (
     run_evaluation,
 )
 from tcsa_uda.evaluation.figures import (
+    StageMetrics,
     load_run_metrics,
     plot_gradcam,
     plot_overlays,
@@ -58,6 +59,7 @@ from tcsa_uda.evaluation.figures import (
     plot_tsne,
 )
 from tcsa_uda.evaluation.gradcam import grad_cam
+from tcsa_uda.evaluation.selection_study import study_markdown, study_stage
 from tcsa_uda.evaluation.inference import predict_slices
 from tcsa_uda.evaluation.tsne import FEATURES, PixelFeatures, TsneEmbedding, pixel_features, tsne_embedding
 
@@ -336,7 +338,7 @@ def build_report(
 
     text_md = _markdown(
         run, final_path, loaded, index, domain, source, evaluation, figures, refs, tsne_info, before_path, options,
-        notes, out,
+        notes, out, _selection_markdown(run, stages),
     )  # fmt: skip
     path = out / REPORT_FILE
     atomic_write_text(path, text_md)
@@ -405,6 +407,24 @@ def _tsne_section(
     return _TsneInfo(embeddings=embeddings, counts=counts, n_slices={d: len(r) for d, r in refs.items() if r})
 
 
+def _selection_markdown(run: Path, stages: Sequence[StageMetrics]) -> list[str]:
+    """A "Model selection against the oracle" section for stages that logged the oracle, else nothing."""
+    studied = [s for s in stages if any(r.get("kind") == "select" and "oracle" in r for r in s.rows)]
+    if not studied:
+        return []
+    lines = [
+        "## Model selection against the oracle",
+        "",
+        "The run logged the oracle score (`selection.log_oracle: true`), so each label-free criterion is replayed "
+        "on the logged selection points (docs/evaluation.md, Model selection).",
+        "",
+    ]
+    for stage in studied:
+        study = study_stage(stage)
+        lines += [f"### {study.stage}: {study.points} selection points", "", study_markdown({run.name: study}).rstrip(), ""]
+    return lines
+
+
 def _short(path: Path | None) -> str:
     """A checkpoint path as ``<parent>/<name>`` for titles."""
     if path is None:
@@ -440,6 +460,7 @@ def _markdown(
     options: ReportOptions,
     notes: Sequence[str],
     out: Path,
+    selection: Sequence[str] = (),
 ) -> str:
     ck = loaded.checkpoint
     stage = ck.get("stage")
@@ -461,6 +482,7 @@ def _markdown(
         "",
         "Per-case values: " + ", ".join(f"[{p.name}]({_rel(p, out)})" for p in evaluation.files.values()) + ".",
         "",
+        *selection,
         "## Figures",
         "",
     ]

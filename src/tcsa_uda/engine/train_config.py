@@ -91,7 +91,11 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    """Loss weights and momenta of METHOD.md (Losses)."""
+    """Loss weights and momenta of METHOD.md (Losses).
+
+    ``ent_main`` / ``ent_aux`` weight the target entropy of the ``minent`` baseline (ADVENT's
+    lambda_ent = 0.001 on the main head; the aux head gets 0.1 x, the ratio of ``aux_weight``).
+    """
 
     aux_weight: float = 0.1
     adv_main: float = 0.003
@@ -102,13 +106,15 @@ class LossConfig:
     align_start: int = 100
     proto_momentum: float = 0.01
     bank_momentum: float = 0.5
+    ent_main: float = 0.001
+    ent_aux: float = 0.0001
 
 
 @dataclass
 class StageConfig:
     """One training stage: a method trained for ``iterations`` iterations.
 
-    ``init``: ``previous`` starts from the previous stage's final segmenter weights (stage 2 of
+    ``init``: ``previous`` starts from the previous stage's selected segmenter weights (stage 2 of
     TCSA starts from stage 1), ``scratch`` from a fresh network. Discriminators and other method
     state are always fresh at the start of a stage (METHOD.md).
     """

@@ -2,6 +2,7 @@
 
 - :mod:`~tcsa_uda.losses.segmentation`: class-balanced cross-entropy + Dice source supervision.
 - :mod:`~tcsa_uda.losses.adversarial`: output-space adversarial losses (softmax or entropy maps).
+- :mod:`~tcsa_uda.losses.entropy`: target entropy minimisation (the MinEnt baseline).
 - :mod:`~tcsa_uda.losses.prototype`: EMA class centres and cross-domain prototype alignment.
 - :mod:`~tcsa_uda.losses.vision_language`: vision-language covariance cosine loss (VLCoL).
 """
@@ -17,6 +18,7 @@ from tcsa_uda.losses.adversarial import (
     generator_adversarial_loss,
     self_information_map,
 )
+from tcsa_uda.losses.entropy import entropy_loss
 from tcsa_uda.losses.prototype import (
     EMAPrototypes,
     PrototypeAlignmentLoss,
@@ -61,6 +63,7 @@ __all__ = [
     "discriminator_input",
     "discriminator_loss",
     "downsample_labels",
+    "entropy_loss",
     "generator_adversarial_loss",
     "prototype_alignment_loss",
     "self_information_map",

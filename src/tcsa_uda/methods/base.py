@@ -78,6 +78,16 @@ class StepOutputs:
     main_t: Tensor | None
     aux_t: Tensor | None
 
+    def target_logits(self) -> tuple[Tensor, Tensor]:
+        """``(main_t, aux_t)``, for methods that read target images.
+
+        Raises:
+            RuntimeError: the iteration had no target batch (an engine bug, not a user error).
+        """
+        if self.main_t is None or self.aux_t is None:
+            raise RuntimeError("this method needs a target batch; none was given.")
+        return self.main_t, self.aux_t
+
 
 class UDAMethod:
     """Base class. Subclasses set ``name`` and override the hooks they need."""

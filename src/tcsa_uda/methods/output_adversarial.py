@@ -23,13 +23,6 @@ from tcsa_uda.methods.registry import register_method
 from tcsa_uda.models import build_discriminator
 
 
-def _target_logits(out: StepOutputs) -> tuple[Tensor, Tensor]:
-    """The target logits, which every adversarial method needs (it reads target images)."""
-    if out.main_t is None or out.aux_t is None:
-        raise RuntimeError("output-space adversarial methods need a target batch; none was given.")
-    return out.main_t, out.aux_t
-
-
 class OutputSpaceAdversarial(UDAMethod):
     """L_seg + output-space adversarial loss on the main and auxiliary predictions."""
 
@@ -42,7 +35,7 @@ class OutputSpaceAdversarial(UDAMethod):
 
     def adversarial_loss(self, out: StepOutputs) -> Tensor:
         """Generator side: target predictions should be classified as source."""
-        main_t, aux_t = _target_logits(out)
+        main_t, aux_t = out.target_logits()
         kind = self.adversarial_input
         d = self.disc
         return generator_adversarial_loss(
@@ -59,7 +52,7 @@ class OutputSpaceAdversarial(UDAMethod):
         return seg + adv, logs
 
     def discriminator_loss(self, out: StepOutputs) -> tuple[Tensor | None, dict[str, float]]:
-        main_t, aux_t = _target_logits(out)
+        main_t, aux_t = out.target_logits()
         kind = self.adversarial_input
         d = self.disc
         total = 0.0

@@ -41,3 +41,12 @@ def test_gradient_lowers_entropy() -> None:
 def test_bad_shapes_are_refused(shape) -> None:
     with pytest.raises(ConfigError, match=r"expected shape \(B, C, H, W\) with C >= 2"):
         entropy_loss(torch.zeros(shape))
+
+
+def test_entropy_map_is_per_pixel_and_averages_to_the_loss() -> None:
+    from tcsa_uda.losses import entropy_map
+
+    logits = torch.randn(2, 4, 3, 5, generator=torch.Generator().manual_seed(0))
+    ent = entropy_map(logits)
+    assert ent.shape == (2, 3, 5) and bool(((ent >= 0) & (ent <= 1)).all())
+    assert ent.mean().item() == pytest.approx(entropy_loss(logits).item())

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from tcsa_uda.data.prepare import PreparedIndex
 from tcsa_uda.data.slices import to_three_channels
 from tcsa_uda.errors import ConfigError
+from tcsa_uda.losses.entropy import entropy_map
 from tcsa_uda.models import upsample_logits
 
 Criterion = Literal["last", "source_val_dice", "target_entropy", "target_aux_agreement", "oracle"]
@@ -125,7 +126,7 @@ class Selector:
                 out["source_val_dice"] = _dice(model, self.subsets["source_val"], text_source, num_classes)
             if "target_test" in self.subsets:
                 out["oracle"] = _dice(model, self.subsets["target_test"], text_target, num_classes)
-            ent, agree = _target_stats(model, self.subsets["target_train"], text_target, num_classes)
+            ent, agree = _target_stats(model, self.subsets["target_train"], text_target)
             out["target_entropy"] = ent
             out["target_aux_agreement"] = agree
         finally:
@@ -174,7 +175,7 @@ def _dice(model: nn.Module, subset: SliceSubset, text: Tensor, num_classes: int)
     return float(np.mean(vals)) if vals else math.nan
 
 
-def _target_stats(model: nn.Module, subset: SliceSubset, text: Tensor, num_classes: int) -> tuple[float, float]:
+def _target_stats(model: nn.Module, subset: SliceSubset, text: Tensor) -> tuple[float, float]:
     dev = _device_of(model)
     ent_sum = agree_sum = 0.0
     n = 0
@@ -182,10 +183,10 @@ def _target_stats(model: nn.Module, subset: SliceSubset, text: Tensor, num_class
         x = x.to(dev)
         out = model(x, text)
         size = x.shape[-2:]
-        p = torch.softmax(upsample_logits(out.main, size), 1)
-        ent = -(p * torch.log(p.clamp_min(1e-12))).sum(1) / math.log(num_classes)
+        main = upsample_logits(out.main, size)
+        ent = entropy_map(main)
         aux = upsample_logits(out.aux, size).argmax(1)
         ent_sum += float(ent.sum())
-        agree_sum += float((p.argmax(1) == aux).float().sum())
+        agree_sum += float((main.argmax(1) == aux).float().sum())
         n += ent.numel()
     return ent_sum / n, agree_sum / n

@@ -59,8 +59,8 @@ from tcsa_uda.evaluation.figures import (
     plot_tsne,
 )
 from tcsa_uda.evaluation.gradcam import grad_cam
-from tcsa_uda.evaluation.selection_study import study_markdown, study_stage
 from tcsa_uda.evaluation.inference import predict_slices
+from tcsa_uda.evaluation.selection_study import study_markdown, study_stage
 from tcsa_uda.evaluation.tsne import FEATURES, PixelFeatures, TsneEmbedding, pixel_features, tsne_embedding
 
 __all__ = [

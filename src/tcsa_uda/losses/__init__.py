@@ -18,7 +18,7 @@ from tcsa_uda.losses.adversarial import (
     generator_adversarial_loss,
     self_information_map,
 )
-from tcsa_uda.losses.entropy import entropy_loss
+from tcsa_uda.losses.entropy import entropy_loss, entropy_map
 from tcsa_uda.losses.prototype import (
     EMAPrototypes,
     PrototypeAlignmentLoss,
@@ -64,6 +64,7 @@ __all__ = [
     "discriminator_loss",
     "downsample_labels",
     "entropy_loss",
+    "entropy_map",
     "generator_adversarial_loss",
     "prototype_alignment_loss",
     "self_information_map",

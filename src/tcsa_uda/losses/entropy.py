@@ -15,8 +15,25 @@ from tcsa_uda.errors import ConfigError
 from tcsa_uda.losses.adversarial import self_information_map
 
 
+def entropy_map(logits: Tensor) -> Tensor:
+    """Per-pixel normalised prediction entropy ``sum_c -p log p / log C``.
+
+    Args:
+        logits: Segmentation logits, shape ``(B, C, H, W)`` with ``C >= 2``.
+
+    Returns:
+        Map of shape ``(B, H, W)``, values in ``[0, 1]``.
+
+    Raises:
+        ConfigError: ``logits`` is not 4-D or has fewer than 2 classes.
+    """
+    if logits.dim() != 4 or logits.shape[1] < 2:
+        raise ConfigError(f"logits: expected shape (B, C, H, W) with C >= 2, found {tuple(logits.shape)}.")
+    return self_information_map(torch.softmax(logits, dim=1)).sum(dim=1)
+
+
 def entropy_loss(logits: Tensor) -> Tensor:
-    """Mean normalised prediction entropy.
+    """Mean normalised prediction entropy: :func:`entropy_map` averaged over batch and pixels.
 
     Args:
         logits: Segmentation logits, shape ``(B, C, H, W)`` with ``C >= 2``.
@@ -27,6 +44,4 @@ def entropy_loss(logits: Tensor) -> Tensor:
     Raises:
         ConfigError: ``logits`` is not 4-D or has fewer than 2 classes.
     """
-    if logits.dim() != 4 or logits.shape[1] < 2:
-        raise ConfigError(f"logits: expected shape (B, C, H, W) with C >= 2, found {tuple(logits.shape)}.")
-    return self_information_map(torch.softmax(logits, dim=1)).sum(dim=1).mean()
+    return entropy_map(logits).mean()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from tcsa_uda.losses import entropy_loss, source_segmentation_loss
+from tcsa_uda.losses import entropy_loss
 from tcsa_uda.methods.base import StepOutputs, UDAMethod
 from tcsa_uda.methods.registry import register_method
 
@@ -23,15 +23,9 @@ class MinEnt(UDAMethod):
 
     def generator_loss(self, out: StepOutputs, batch_s: dict[str, Tensor], iteration: int) -> tuple[Tensor, dict[str, float]]:
         w = self.ctx.loss
-        seg, parts = source_segmentation_loss(out.main_s, out.aux_s, batch_s["label"], aux_weight=w.aux_weight)
+        seg, logs = self.source_loss(out, batch_s)
         main_t, aux_t = out.target_logits()
         ent_main, ent_aux = entropy_loss(main_t), entropy_loss(aux_t)
         ent = w.ent_main * ent_main + w.ent_aux * ent_aux
-        logs = {
-            "seg": float(seg.detach()),
-            "ent": float(ent.detach()),
-            "ent_main": float(ent_main.detach()),
-            "ent_aux": float(ent_aux.detach()),
-            **{k: float(v) for k, v in parts.items()},
-        }
+        logs.update(ent=float(ent.detach()), ent_main=float(ent_main.detach()), ent_aux=float(ent_aux.detach()))
         return seg + ent, logs

@@ -16,7 +16,6 @@ from tcsa_uda.losses import (
     discriminator_input,
     discriminator_loss,
     generator_adversarial_loss,
-    source_segmentation_loss,
 )
 from tcsa_uda.methods.base import StepOutputs, UDAMethod
 from tcsa_uda.methods.registry import register_method
@@ -46,10 +45,9 @@ class OutputSpaceAdversarial(UDAMethod):
         )
 
     def generator_loss(self, out: StepOutputs, batch_s: dict[str, Tensor], iteration: int) -> tuple[Tensor, dict[str, float]]:
-        seg, parts = source_segmentation_loss(out.main_s, out.aux_s, batch_s["label"], aux_weight=self.ctx.loss.aux_weight)
+        seg, logs = self.source_loss(out, batch_s)
         adv = self.adversarial_loss(out)
-        logs = {"seg": float(seg.detach()), "adv": float(adv.detach()), **{k: float(v) for k, v in parts.items()}}
-        return seg + adv, logs
+        return seg + adv, {**logs, "adv": float(adv.detach())}
 
     def discriminator_loss(self, out: StepOutputs) -> tuple[Tensor | None, dict[str, float]]:
         main_t, aux_t = out.target_logits()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from tcsa_uda.losses import source_segmentation_loss
 from tcsa_uda.methods.base import StepOutputs, UDAMethod
 from tcsa_uda.methods.registry import register_method
 
@@ -17,5 +16,4 @@ class SourceOnly(UDAMethod):
     uses_target = False
 
     def generator_loss(self, out: StepOutputs, batch_s: dict[str, Tensor], iteration: int) -> tuple[Tensor, dict[str, float]]:
-        loss, parts = source_segmentation_loss(out.main_s, out.aux_s, batch_s["label"], aux_weight=self.ctx.loss.aux_weight)
-        return loss, {"seg": float(loss.detach()), **{k: float(v) for k, v in parts.items()}}
+        return self.source_loss(out, batch_s)

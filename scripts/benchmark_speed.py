@@ -101,13 +101,17 @@ def main(argv: list[str]) -> None:
             p.error("--device cuda: no CUDA device is available")
         device = torch.device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"# {args.model}, {args.size}x{args.size}, {args.batch}+{args.batch} slices/it, {args.classes} classes, "
-          f"text dim {args.text_dim}, torch {torch.__version__}, {where}")
+    print(
+        f"# {args.model}, {args.size}x{args.size}, {args.batch}+{args.batch} slices/it, {args.classes} classes, "
+        f"text dim {args.text_dim}, torch {torch.__version__}, {where}"
+    )
     for name in args.methods.split(","):
         sec, peak = run(name.strip(), args, device)
         mem = "peak CUDA allocated" if device.type == "cuda" else "process max RSS"
-        print(f"{name.strip():>10}: {sec:.3f} s/it over {args.iterations} it ({args.warmup} warm-up); "
-              f"{mem} {peak:.2f} GiB; 50,000 it = {sec * 50000 / 3600:.1f} h")
+        print(
+            f"{name.strip():>10}: {sec:.3f} s/it over {args.iterations} it ({args.warmup} warm-up); "
+            f"{mem} {peak:.2f} GiB; 50,000 it = {sec * 50000 / 3600:.1f} h"
+        )
 
 
 if __name__ == "__main__":

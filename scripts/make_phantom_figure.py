@@ -72,8 +72,14 @@ def main() -> None:
                 ax = axes[row, col]
                 ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
                 if overlay:
-                    ax.imshow(np.ma.masked_equal(labels, 0), cmap=cmap, vmin=0, vmax=len(CLASS_COLOURS) - 1,
-                              alpha=0.55, interpolation="nearest")
+                    ax.imshow(
+                        np.ma.masked_equal(labels, 0),
+                        cmap=cmap,
+                        vmin=0,
+                        vmax=len(CLASS_COLOURS) - 1,
+                        alpha=0.55,
+                        interpolation="nearest",
+                    )
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if col == 0:
@@ -82,8 +88,11 @@ def main() -> None:
                     ax.set_title(f"slice {k}, z = {z_mm[k]:+.0f} mm", fontsize=9)
     handles = [Patch(color=CLASS_COLOURS[v], label=name) for name, v in LABELS.items() if v > 0]
     fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=9)
-    fig.suptitle(f"Phantom benchmark, seed {args.seed}, shape D H W = {depth} {height} {width} "
-                 "(radiological view: patient right on the left, anterior up)", fontsize=10)
+    fig.suptitle(
+        f"Phantom benchmark, seed {args.seed}, shape D H W = {depth} {height} {width} "
+        "(radiological view: patient right on the left, anterior up)",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0.03, 1, 0.97))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)

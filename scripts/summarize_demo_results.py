@@ -36,19 +36,28 @@ def main(folders: list[str]) -> None:
                 "wall": float(wall.read_text()) if wall.is_file() else None,
             }
         )
-    print("| direction | seed | source-only on source test | source-only on target test | TCSA-UDA on target test | gain (points) | demo wall time |")
+    print(
+        "| direction | seed | source-only on source test | source-only on target test | TCSA-UDA on target test | "
+        "gain (points) | demo wall time |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (r["dir"], r["seed"])):
         gain = 100 * (r["tcsa_tgt"] - r["so_tgt"])
         wall = "n/a" if r["wall"] is None else f"{r['wall'] / 60:.1f} min"
-        print(f"| {r['dir']} | {r['seed']} | {pct(r['so_src'])} | {pct(r['so_tgt'])} | {pct(r['tcsa_tgt'])} | {gain:+.1f} | {wall} |")
+        print(
+            f"| {r['dir']} | {r['seed']} | {pct(r['so_src'])} | {pct(r['so_tgt'])} | {pct(r['tcsa_tgt'])} | "
+            f"{gain:+.1f} | {wall} |"
+        )
     print()
     for d in sorted({r["dir"] for r in rows}):
         sel = [r for r in rows if r["dir"] == d]
         gains = [100 * (r["tcsa_tgt"] - r["so_tgt"]) for r in sel]
         sd = statistics.pstdev(gains) if len(gains) > 1 else 0.0
-        print(f"- {d}: mean gain {statistics.mean(gains):+.1f} (std {sd:.1f}) Dice points over {len(sel)} seed(s); "
-              f"source-only target {100 * statistics.mean(r['so_tgt'] for r in sel):.1f}, TCSA-UDA target {100 * statistics.mean(r['tcsa_tgt'] for r in sel):.1f}")
+        print(
+            f"- {d}: mean gain {statistics.mean(gains):+.1f} (std {sd:.1f}) Dice points over {len(sel)} seed(s); "
+            f"source-only target {100 * statistics.mean(r['so_tgt'] for r in sel):.1f}, TCSA-UDA target "
+            f"{100 * statistics.mean(r['tcsa_tgt'] for r in sel):.1f}"
+        )
     print()
     classes = list(rows[0]["tcsa_cls"])
     print("| direction | method | " + " | ".join(classes) + " |")

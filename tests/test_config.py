@@ -67,7 +67,7 @@ def test_overrides(tmp_path):
 
 
 def test_override_syntax_errors():
-    with pytest.raises(ConfigError, match="key.sub=value"):
+    with pytest.raises(ConfigError, match=r"key.sub=value"):
         parse_override("novalue")
     with pytest.raises(ConfigError, match="empty"):
         parse_override("a..b=1")
@@ -87,7 +87,7 @@ def test_missing_and_bad_files(tmp_path):
         load_config(Outer, tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("a: [1,\n")
-    with pytest.raises(ConfigError, match="bad.yaml"):
+    with pytest.raises(ConfigError, match=r"bad.yaml"):
         load_config(Outer, bad)
     lst = tmp_path / "list.yaml"
     lst.write_text("- 1\n")
@@ -99,5 +99,5 @@ def test_override_list_items():
     data = {"items": [{"steps": 1}, {"steps": 2}]}
     out = apply_overrides(data, ["items.1.steps=5"])
     assert out["items"][1]["steps"] == 5 and data["items"][1]["steps"] == 2
-    with pytest.raises(ConfigError, match="expected an index 0..1"):
+    with pytest.raises(ConfigError, match=r"expected an index 0..1"):
         apply_overrides(data, ["items.2.steps=5"])

@@ -46,11 +46,10 @@ def _umask() -> int:
 
 def atomic_write_bytes(dest: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``dest`` atomically."""
-    with atomic_path(dest) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def atomic_write_text(dest: str | os.PathLike[str], text: str) -> None:
@@ -63,15 +62,12 @@ def atomic_write_json(dest: str | os.PathLike[str], obj: Any, indent: int = 2) -
     atomic_write_text(dest, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
-def atomic_write_with(
-    dest: str | os.PathLike[str], writer: Callable[[BinaryIO], None]
-) -> None:
+def atomic_write_with(dest: str | os.PathLike[str], writer: Callable[[BinaryIO], None]) -> None:
     """Call ``writer(fh)`` on a binary file handle and move the result to ``dest`` atomically.
 
     Used for ``torch.save`` and ``numpy.save``, which accept open file objects.
     """
-    with atomic_path(dest) as tmp:
-        with open(tmp, "wb") as fh:
-            writer(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
+        writer(fh)
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -82,7 +82,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
                 raise ConfigError(
                     f"Config key '{key}': expected {len(args)} values ({_type_name(tp)}), found {value!r}."
                 )
-            return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+            return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
         item = args[0] if args else Any
         items = [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items

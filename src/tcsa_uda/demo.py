@@ -72,13 +72,19 @@ def demo_configs(s: DemoSettings, prepared: Path) -> dict[str, TrainConfig]:
     if s.direction not in DIRECTIONS:
         raise ConfigError(f"direction={s.direction!r}: expected one of {', '.join(DIRECTIONS)}.")
     src, tgt = DIRECTIONS[s.direction]
-    common = [f"data.prepared={prepared}", f"data.source={src}", f"data.target={tgt}", f"seed={s.seed}", f"progress={str(s.progress).lower()}"]
+    common = [
+        f"data.prepared={prepared}",
+        f"data.source={src}",
+        f"data.target={tgt}",
+        f"seed={s.seed}",
+        f"progress={str(s.progress).lower()}",
+    ]
     cfgs = {}
     tag = s.direction.lower()
     for method, file in (("source_only", f"phantom_{tag}_source_only.yaml"), ("tcsa", f"phantom_{tag}.yaml")):
         cfg = load_config(TrainConfig, packaged_config(file), [*common, *s.overrides])
         for stage in cfg.stages:
-            stage.iterations = max(1, int(round(stage.iterations * s.iterations_scale)))
+            stage.iterations = max(1, round(stage.iterations * s.iterations_scale))
         cfgs[method] = cfg
     return cfgs
 
@@ -108,7 +114,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
         "seed": s.seed,
         "metric": "per-volume 3D Dice on the original grid, mean over test volumes",
         "model_selection": "last iteration (no selection on target labels)",
-        "class_names": [n for n in index.class_names[1:]],
+        "class_names": list(index.class_names[1:]),
         "methods": {},
     }
     evals = [("source_only", src), ("source_only", tgt), ("tcsa", tgt), ("tcsa", src)]
@@ -145,7 +151,12 @@ def results_markdown(results: dict[str, Any]) -> str:
     head = "| method | evaluated on | " + " | ".join(classes) + " | mean |"
     sep = "|" + "---|" * (len(classes) + 3)
     rows = []
-    order = [("source_only", src, "source-only (reference: source test)"), ("source_only", tgt, "source-only"), ("tcsa", tgt, "TCSA-UDA"), ("tcsa", src, "TCSA-UDA")]
+    order = [
+        ("source_only", src, "source-only (reference: source test)"),
+        ("source_only", tgt, "source-only"),
+        ("tcsa", tgt, "TCSA-UDA"),
+        ("tcsa", src, "TCSA-UDA"),
+    ]
     for method, domain, label in order:
         r = results["methods"][method][domain]
         vals = " | ".join(_pct(r["per_class"][c]) for c in classes)
@@ -175,7 +186,7 @@ def write_figure(path: Path, models: dict[str, LoadedModel], index: PreparedInde
     from tcsa_uda.evaluation.figures import plot_overlays
     from tcsa_uda.evaluation.inference import predict_slices
 
-    case = [c for c in index.cases(domain, "test") if c.labelled][0]
+    case = next(c for c in index.cases(domain, "test") if c.labelled)
     img = np.asarray(case.load_image())
     lab = np.asarray(case.load_label())
     fg = [s for s in range(lab.shape[0]) if lab[s].any()]
@@ -183,7 +194,12 @@ def write_figure(path: Path, models: dict[str, LoadedModel], index: PreparedInde
     names = {"source_only": "source-only", "tcsa": "TCSA-UDA"}
     preds = {names[m]: predict_slices(lm.model, img[picks], lm.text_for(domain)).argmax(1) for m, lm in models.items()}
     plot_overlays(
-        img[picks], lab[picks], preds, index.class_names, [f"{case.id} s{s}" for s in picks], path,
+        img[picks],
+        lab[picks],
+        preds,
+        index.class_names,
+        [f"{case.id} s{s}" for s in picks],
+        path,
         suptitle=f"{domain} test slices (target domain)",
     )
 

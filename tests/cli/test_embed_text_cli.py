@@ -40,8 +40,14 @@ def save_tiny_bert(folder: Path) -> Path:
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=16, max_position_embeddings=32)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=32,
+    )
     BertModel(config).save_pretrained(folder)
     return folder
 
@@ -74,8 +80,17 @@ def test_embed_text_prints_tables_and_writes_a_file_the_file_encoder_reads(tmp_p
 def test_embed_text_descriptions_option(tmp_path):
     ds = make_dataset(tmp_path / "ds")
     model = save_tiny_bert(tmp_path / "bert")
-    args = ["embed-text", str(ds), "--encoder", f"hf:{model}", "--descriptions", "--template", "{class}",
-            "--cache-dir", str(tmp_path / "c")]
+    args = [
+        "embed-text",
+        str(ds),
+        "--encoder",
+        f"hf:{model}",
+        "--descriptions",
+        "--template",
+        "{class}",
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "1: muscular wall of the left ventricle" in result.output

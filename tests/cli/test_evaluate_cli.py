@@ -31,11 +31,23 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     index = prepare_dataset(root / "raw", root / "prepared", size=32, progress=False)
     g = torch.Generator().manual_seed(0)
     torch.save({"embeddings": torch.randn(2, index.num_classes, 16, generator=g)}, root / "text.pt")
-    cfg = load_config(TrainConfig, None, [
-        f"data.prepared={root / 'prepared'}", "data.source=MR", "data.target=CT", "data.batch_size=2",
-        "model.name=light", "model.base_width=8", f"text.encoder=file:{root / 'text.pt'}", "tensorboard=false",
-        "progress=false", "device=cpu", "stages=[{method: source_only, iterations: 2}]",
-    ])
+    cfg = load_config(
+        TrainConfig,
+        None,
+        [
+            f"data.prepared={root / 'prepared'}",
+            "data.source=MR",
+            "data.target=CT",
+            "data.batch_size=2",
+            "model.name=light",
+            "model.base_width=8",
+            f"text.encoder=file:{root / 'text.pt'}",
+            "tensorboard=false",
+            "progress=false",
+            "device=cpu",
+            "stages=[{method: source_only, iterations: 2}]",
+        ],
+    )
     train(cfg, root / "run")
     return {"root": root, "raw": root / "raw", "prepared": root / "prepared", "run": root / "run"}
 
@@ -55,8 +67,20 @@ def _evaluate(capsys, *args: str) -> tuple[int, str, str]:
 def evaluated(tiny) -> Path:
     """``tcsa-uda evaluate RUN --dataset PREPARED --out OUT --save-predictions``, run once."""
     out = tiny["root"] / "ev"
-    code = main(["evaluate", str(tiny["run"]), "--dataset", str(tiny["prepared"]), "--out", str(out),
-                 "--save-predictions", "--no-progress", "--device", "cpu"])
+    code = main(
+        [
+            "evaluate",
+            str(tiny["run"]),
+            "--dataset",
+            str(tiny["prepared"]),
+            "--out",
+            str(out),
+            "--save-predictions",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     return out
 
@@ -64,7 +88,15 @@ def evaluated(tiny) -> Path:
 def test_evaluate_run_writes_csv_json_md_tex_and_reproduces_evaluate_domain(tiny, evaluated):
     out = evaluated
     rows = _rows(out / "metrics.csv")
-    assert list(rows[0]) == ["case", "class", "class_name", "dice", "assd_mm_pooled", "assd_mm_mean_of_means", "hd95_mm"]
+    assert list(rows[0]) == [
+        "case",
+        "class",
+        "class_name",
+        "dice",
+        "assd_mm_pooled",
+        "assd_mm_mean_of_means",
+        "hd95_mm",
+    ]
     index = load_prepared(tiny["prepared"])
     test_ids = [c.id for c in index.cases("CT", "test")]
     assert [r["case"] for r in rows] == [i for i in test_ids for _ in range(4)]
@@ -76,12 +108,23 @@ def test_evaluate_run_writes_csv_json_md_tex_and_reproduces_evaluate_domain(tiny
         np.testing.assert_allclose(got, ref.values(c, "dice"), rtol=0, atol=1e-12)
     data = json.loads((out / "metrics.json").read_text())
     assert data["meta"]["domain"] == "CT" and data["meta"]["split"] == "test"  # the checkpoint's target
-    assert data["meta"]["predictions"]["kind"] == "checkpoint" and data["meta"]["predictions"]["method"] == "source_only"
-    assert data["meta"]["settings"] == {"metrics": "all", "units": "mm", "assd_variant": "pooled",
-                                        "empty_policy": "nan", "parity": None}
+    assert (
+        data["meta"]["predictions"]["kind"] == "checkpoint" and data["meta"]["predictions"]["method"] == "source_only"
+    )
+    assert data["meta"]["settings"] == {
+        "metrics": "all",
+        "units": "mm",
+        "assd_variant": "pooled",
+        "empty_policy": "nan",
+        "parity": None,
+    }
     assert data["summary"]["n_cases"] == len(test_ids)
     md = (out / "summary.md").read_text()
-    assert "| Method | Dice myocardium |" in md and "ASSD (mm, pooled)" in md and "Model selection: last iteration (2); no selection on target labels" in md
+    assert (
+        "| Method | Dice myocardium |" in md
+        and "ASSD (mm, pooled)" in md
+        and "Model selection: last iteration (2); no selection on target labels" in md
+    )
     tex = (out / "summary.tex").read_text()
     assert r"\multicolumn{5}{c}{Dice (\%) $\uparrow$}" in tex and "ASSD (mm, pooled)" in tex
     assert sorted(p.name for p in (out / "predictions").iterdir()) == sorted(f"{i}.nii.gz" for i in test_ids)
@@ -89,26 +132,44 @@ def test_evaluate_run_writes_csv_json_md_tex_and_reproduces_evaluate_domain(tiny
 
 def test_raw_dataset_units_both_and_pred_mode_agree(tiny, evaluated, tmp_path, capsys):
     raw_out = tmp_path / "raw"
-    code, printed, err = _evaluate(capsys, str(tiny["run"] / "final.pt"), "--dataset", str(tiny["raw"]), "--out",
-                                   str(raw_out), "--units", "both")
+    code, printed, err = _evaluate(
+        capsys, str(tiny["run"] / "final.pt"), "--dataset", str(tiny["raw"]), "--out", str(raw_out), "--units", "both"
+    )
     assert code == 0, err
     assert (raw_out / "summary.md").read_text().strip() in printed
     raw_rows = _rows(raw_out / "metrics.csv")
-    assert list(raw_rows[0])[3:] == ["dice", "assd_mm_pooled", "assd_mm_mean_of_means", "hd95_mm",
-                                     "assd_vox_pooled", "assd_vox_mean_of_means", "hd95_vox"]
+    assert list(raw_rows[0])[3:] == [
+        "dice",
+        "assd_mm_pooled",
+        "assd_mm_mean_of_means",
+        "hd95_mm",
+        "assd_vox_pooled",
+        "assd_vox_mean_of_means",
+        "hd95_vox",
+    ]
     ref = _rows(evaluated / "metrics.csv")
     assert [r["dice"] for r in raw_rows] == [r["dice"] for r in ref]  # raw preprocessing in memory == prepared
     pred_out = tmp_path / "pred"
-    code, _, err = _evaluate(capsys, "--pred", str(evaluated / "predictions"), "--dataset", str(tiny["raw"]),
-                             "--domain", "CT", "--out", str(pred_out))
+    code, _, err = _evaluate(
+        capsys,
+        "--pred",
+        str(evaluated / "predictions"),
+        "--dataset",
+        str(tiny["raw"]),
+        "--domain",
+        "CT",
+        "--out",
+        str(pred_out),
+    )
     assert code == 0, err
     assert _rows(pred_out / "metrics.csv") == ref
 
 
 def test_parity_sifa_uses_voxels_and_says_so(tiny, evaluated, tmp_path, capsys):
     out = tmp_path / "sifa"
-    code, _, err = _evaluate(capsys, str(tiny["run"]), "--dataset", str(tiny["prepared"]), "--out", str(out),
-                             "--parity", "sifa")
+    code, _, err = _evaluate(
+        capsys, str(tiny["run"]), "--dataset", str(tiny["prepared"]), "--out", str(out), "--parity", "sifa"
+    )
     assert code == 0, err
     rows = _rows(out / "metrics.csv")
     assert list(rows[0])[3:] == ["dice", "assd_vox_pooled", "assd_vox_mean_of_means", "hd95_vox"]
@@ -125,8 +186,18 @@ def test_parity_sifa_uses_voxels_and_says_so(tiny, evaluated, tmp_path, capsys):
     assert missing > 0  # the 2-iteration model misses structures, so the policy is exercised
     md = (out / "summary.md").read_text()
     assert "ASSD (vox, mean_of_means)" in md and "Parity preset sifa" in md and "ASSD = 1" in md
-    code, _, err = _evaluate(capsys, str(tiny["run"]), "--dataset", str(tiny["prepared"]), "--out", str(out),
-                             "--parity", "sifa", "--units", "mm")
+    code, _, err = _evaluate(
+        capsys,
+        str(tiny["run"]),
+        "--dataset",
+        str(tiny["prepared"]),
+        "--out",
+        str(out),
+        "--parity",
+        "sifa",
+        "--units",
+        "mm",
+    )
     assert code == 2 and "units='mm' contradicts --parity sifa" in err and "Traceback" not in err
 
 
@@ -142,21 +213,44 @@ def test_pred_mode_errors_missing_and_shape(tiny, tmp_path, capsys):
     preds = tmp_path / "preds"
     preds.mkdir()
     shutil.copy(_label_of(tiny["raw"], ids[0]), preds / f"{ids[0].upper()}.nii.gz")  # ground truth as prediction
-    code, _, err = _evaluate(capsys, "--pred", str(preds), "--dataset", str(tiny["prepared"]), "--domain", "CT",
-                             "--out", str(tmp_path / "o"))
+    code, _, err = _evaluate(
+        capsys, "--pred", str(preds), "--dataset", str(tiny["prepared"]), "--domain", "CT", "--out", str(tmp_path / "o")
+    )
     assert code == 2 and f"no prediction for 1 of 2 CT/test case(s): {ids[1]}" in err
-    code, _, err = _evaluate(capsys, "--pred", str(preds), "--dataset", str(tiny["prepared"]), "--domain", "CT",
-                             "--out", str(tmp_path / "o"), "--allow-missing")
+    code, _, err = _evaluate(
+        capsys,
+        "--pred",
+        str(preds),
+        "--dataset",
+        str(tiny["prepared"]),
+        "--domain",
+        "CT",
+        "--out",
+        str(tmp_path / "o"),
+        "--allow-missing",
+    )
     assert code == 0, err
     rows = _rows(tmp_path / "o" / "metrics.csv")
     assert [float(r["dice"]) for r in rows] == [1.0] * 4 + [0.0] * 4
     meta = json.loads((tmp_path / "o" / "metrics.json").read_text())["meta"]
     assert meta["missing_predictions"] == [ids[1]]
-    assert f"1 case(s) without a prediction file, scored as empty predictions: {ids[1]}" in (tmp_path / "o" / "summary.md").read_text()
+    assert (
+        f"1 case(s) without a prediction file, scored as empty predictions: {ids[1]}"
+        in (tmp_path / "o" / "summary.md").read_text()
+    )
     gt = nib.load(str(_label_of(tiny["raw"], ids[1])))
-    nib.save(nib.Nifti1Image(np.zeros(gt.shape[:2] + (3,), np.uint8), gt.affine), str(preds / f"{ids[1]}.nii.gz"))
-    code, _, err = _evaluate(capsys, "--pred", str(preds), "--dataset", str(tiny["prepared"]), "--domain", "CT",
-                             "--out", str(tmp_path / "o2"))
+    nib.save(nib.Nifti1Image(np.zeros((*gt.shape[:2], 3), np.uint8), gt.affine), str(preds / f"{ids[1]}.nii.gz"))
+    code, _, err = _evaluate(
+        capsys,
+        "--pred",
+        str(preds),
+        "--dataset",
+        str(tiny["prepared"]),
+        "--domain",
+        "CT",
+        "--out",
+        str(tmp_path / "o2"),
+    )
     assert code == 2
     assert f"{preds / (ids[1] + '.nii.gz')} has shape (48, 48, 3)" in err and str(_label_of(tiny["raw"], ids[1])) in err
 
@@ -170,10 +264,13 @@ def test_wrong_class_set_and_domain_are_refused(tiny, tmp_path, capsys):
     write_dataset_json(type(spec)(name=spec.name, labels=labels, domains=spec.domains, root=other))
     code, _, err = _evaluate(capsys, str(tiny["run"]), "--dataset", str(other), "--out", str(tmp_path / "o"))
     assert code == 2 and "differ from the checkpoint's" in err and "pulmonary artery" in err
-    code, _, err = _evaluate(capsys, str(tiny["run"]), "--dataset", str(tiny["raw"]), "--out", str(tmp_path / "o"),
-                             "--domain", "PET")
+    code, _, err = _evaluate(
+        capsys, str(tiny["run"]), "--dataset", str(tiny["raw"]), "--out", str(tmp_path / "o"), "--domain", "PET"
+    )
     assert code == 2 and "no domain 'PET'" in err
-    code, _, err = _evaluate(capsys, str(tmp_path / "nothing"), "--dataset", str(tiny["raw"]), "--out", str(tmp_path / "o"))
+    code, _, err = _evaluate(
+        capsys, str(tmp_path / "nothing"), "--dataset", str(tiny["raw"]), "--out", str(tmp_path / "o")
+    )
     assert code == 2 and "no such run folder or checkpoint file" in err
     code, _, err = _evaluate(capsys, str(tiny["run"]), "--dataset", str(tmp_path), "--out", str(tmp_path / "o"))
     assert code == 2 and "expected a prepared folder (index.json" in err

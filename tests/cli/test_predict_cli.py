@@ -26,15 +26,30 @@ def ckpt(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ck") / "final.pt"
     torch.manual_seed(0)
     model = build_segmenter("light", len(CLASSES), 8, base_width=8)
-    text = TextEmbeddings(["CT", "MR"], CLASSES, [[f"{d} {c}" for c in CLASSES] for d in ("CT", "MR")],
-                          torch.randn(2, 3, 8), "test")
-    save_checkpoint(path, {
-        "config": {}, "stage": 0, "method": "tcsa", "iteration": 1, "model": model.state_dict(),
-        "model_name": "light", "model_kwargs": {"base_width": 8}, "class_names": CLASSES, "source": "CT",
-        "target": "MR", "text": text.to_dict(),
-        "preprocessing": {"prepare": {"axis": "axial", "size": 16, "clip_percentiles": [0.5, 99.5]}, "size": 16,
-                          "modalities": {"CT": "ct", "MR": "mri"}},
-    })
+    text = TextEmbeddings(
+        ["CT", "MR"], CLASSES, [[f"{d} {c}" for c in CLASSES] for d in ("CT", "MR")], torch.randn(2, 3, 8), "test"
+    )
+    save_checkpoint(
+        path,
+        {
+            "config": {},
+            "stage": 0,
+            "method": "tcsa",
+            "iteration": 1,
+            "model": model.state_dict(),
+            "model_name": "light",
+            "model_kwargs": {"base_width": 8},
+            "class_names": CLASSES,
+            "source": "CT",
+            "target": "MR",
+            "text": text.to_dict(),
+            "preprocessing": {
+                "prepare": {"axis": "axial", "size": 16, "clip_percentiles": [0.5, 99.5]},
+                "size": 16,
+                "modalities": {"CT": "ct", "MR": "mri"},
+            },
+        },
+    )
     return path
 
 
@@ -48,7 +63,12 @@ def _write_axial_series(folder: Path, volume: np.ndarray) -> None:
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = Dataset()
         ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID, ds.Modality = MRImageStorage, meta.MediaStorageSOPInstanceUID, uid, "MR"
+        ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID, ds.Modality = (
+            MRImageStorage,
+            meta.MediaStorageSOPInstanceUID,
+            uid,
+            "MR",
+        )
         ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
         ds.ImagePositionPatient = [0.0, 0.0, 4.0 * k]
         ds.PixelSpacing = [1.5, 1.5]
@@ -68,11 +88,28 @@ def test_predict_folder_of_nifti_and_dicom(ckpt, tmp_path, capsys):
     nib.save(nib.Nifti1Image(rng.normal(size=(9, 9, 3)).astype(np.float32), np.eye(4)), str(inp / "p2.nii"))
     _write_axial_series(inp / "p3_dicom", rng.integers(0, 500, size=(10, 8, 5)).astype(np.float32))
     out = tmp_path / "out"
-    code = main(["predict", "--checkpoint", str(ckpt.parent), "--input", str(inp), "--out", str(out),
-                 "--probabilities", "--batch-size", "2", "--no-progress", "--device", "cpu"])
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(ckpt.parent),
+            "--input",
+            str(inp),
+            "--out",
+            str(out),
+            "--probabilities",
+            "--batch-size",
+            "2",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert f"{inp / 'site_a' / 'p1.nii.gz'} -> {out / 'site_a' / 'p1.nii.gz'} (+ p1_probabilities.nii.gz)" in captured.out
+    assert (
+        f"{inp / 'site_a' / 'p1.nii.gz'} -> {out / 'site_a' / 'p1.nii.gz'} (+ p1_probabilities.nii.gz)" in captured.out
+    )
     p1 = nib.load(str(out / "site_a" / "p1.nii.gz"))
     assert p1.shape == (12, 10, 4) and np.allclose(p1.affine, aff)
     assert nib.load(str(out / "p2.nii.gz")).shape == (9, 9, 3)
@@ -94,17 +131,50 @@ def test_predict_folder_of_nifti_and_dicom(ckpt, tmp_path, capsys):
 )
 def test_predict_refuses_bad_options_without_traceback(ckpt, tmp_path, capsys, extra, message):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.float32), np.eye(4)), str(tmp_path / "x.nii.gz"))
-    code = main(["predict", "--checkpoint", str(ckpt), "--input", str(tmp_path / "x.nii.gz"), "--out",
-                 str(tmp_path / "o"), "--no-progress", *extra])
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(ckpt),
+            "--input",
+            str(tmp_path / "x.nii.gz"),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
 
 
 def test_predict_reports_missing_input_and_checkpoint(ckpt, tmp_path, capsys):
-    code = main(["predict", "--checkpoint", str(ckpt), "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
-                 "--device", "cpu"])
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(ckpt),
+            "--input",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "o"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 2 and "nope: input file or folder does not exist" in capsys.readouterr().err
-    code = main(["predict", "--checkpoint", str(tmp_path / "none.pt"), "--input", str(tmp_path), "--out",
-                 str(tmp_path / "o"), "--device", "cpu"])
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(tmp_path / "none.pt"),
+            "--input",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 2 and "no such run folder or checkpoint file" in capsys.readouterr().err

@@ -25,18 +25,35 @@ def _dataset(root: Path) -> Path:
     data = {
         "name": "cli",
         "labels": {"background": 0, "heart": 1},
-        "domains": {"ct": {"modality": "computed tomography", "cases": [
-            {"id": "c1", "image": "c1.nii.gz", "label": "c1_seg.nii.gz", "split": "train"}
-        ]}},
+        "domains": {
+            "ct": {
+                "modality": "computed tomography",
+                "cases": [{"id": "c1", "image": "c1.nii.gz", "label": "c1_seg.nii.gz", "split": "train"}],
+            }
+        },
     }
     (root / "dataset.json").write_text(json.dumps(data), encoding="utf-8")
     return root
 
 
-def test_prepare_command_writes_slices_with_the_given_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_prepare_command_writes_slices_with_the_given_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ds, out = _dataset(tmp_path / "ds"), tmp_path / "out"
-    argv = ["prepare", str(ds), "--out", str(out), "--axis", "coronal", "--size", "8",
-            "--clip-percentiles", "0", "98", "--no-progress"]
+    argv = [
+        "prepare",
+        str(ds),
+        "--out",
+        str(out),
+        "--axis",
+        "coronal",
+        "--size",
+        "8",
+        "--clip-percentiles",
+        "0",
+        "98",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "ct (computed tomography) train: 1 case(s), 1 labelled, 4 slices" in printed
@@ -48,7 +65,9 @@ def test_prepare_command_writes_slices_with_the_given_options(tmp_path: Path, ca
     assert cfg["axis"] == "coronal" and cfg["size"] == 8 and cfg["clip_percentiles"] == [0.0, 98.0]
 
 
-def test_prepare_command_reports_a_bad_axis_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_prepare_command_reports_a_bad_axis_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ds = _dataset(tmp_path / "ds")
     assert main(["prepare", str(ds), "--out", str(tmp_path / "out"), "--axis", "oblique", "--no-progress"]) == 2
     err = capsys.readouterr().err

@@ -161,7 +161,9 @@ def test_class_description_of_unknown_class():
 def test_class_description_must_be_text():
     data = valid()
     data["class_descriptions"] = {"myocardium": "  "}
-    assert problems_of(data) == ["[class_descriptions.myocardium] dataset.json: expected a non-empty string, found '  '"]
+    assert problems_of(data) == [
+        "[class_descriptions.myocardium] dataset.json: expected a non-empty string, found '  '"
+    ]
 
 
 @pytest.mark.parametrize("value", [[], "", 0, ["myocardium"]])
@@ -225,7 +227,8 @@ def test_case_problems():
         "[CT/ct_003] dataset.json: expected a relative path string 'image', found None",
         "[CT/ct_004] dataset.json: expected 'label' to be a relative path string or absent, found 3",
         "[CT/ct_005] dataset.json: expected 'split' in ['train', 'val', 'test'], found 'training'",
-        "[CT/ct_006] dataset.json: expected 'image' relative to the dataset folder, found absolute path '/abs/6.nii.gz'",
+        "[CT/ct_006] dataset.json: expected 'image' relative to the dataset folder, found absolute path "
+        "'/abs/6.nii.gz'",
         "[CT/cases[7]] dataset.json: expected a mapping with id, image, split, found 'ct_007'",
     ]
 
@@ -269,7 +272,7 @@ def test_all_structural_problems_reported():
 
 
 def test_read_missing_folder(tmp_path):
-    with pytest.raises(MissingPathError, match="no dataset.json found"):
+    with pytest.raises(MissingPathError, match=r"no dataset.json found"):
         read_dataset_json(tmp_path / "nope")
     with pytest.raises(MissingPathError, match=str(tmp_path / DATASET_FILE)):
         read_dataset_json(tmp_path)
@@ -341,5 +344,7 @@ def test_dataset_to_dict_omits_empty_optionals():
     assert dataset_to_dict(spec) == {
         "name": "x",
         "labels": {"background": 0, "a": 1},
-        "domains": {"CT": {"modality": "computed tomography", "cases": [{"id": "c1", "image": "i.nii", "split": "train"}]}},
+        "domains": {
+            "CT": {"modality": "computed tomography", "cases": [{"id": "c1", "image": "i.nii", "split": "train"}]}
+        },
     }

@@ -23,7 +23,7 @@ def _volume(seed: int = 0) -> np.ndarray:
 
 
 def test_output_spans_exactly_minus_one_to_one() -> None:
-    out, rec = normalize_volume(_volume(), (0.5, 99.5))
+    out, _rec = normalize_volume(_volume(), (0.5, 99.5))
     assert out.dtype == np.float32
     assert out.shape == (6, 7, 5)
     assert out.min() == -1.0

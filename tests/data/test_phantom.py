@@ -101,7 +101,7 @@ def test_same_seed_gives_identical_arrays(dataset: Path, tmp_path: Path) -> None
 
 
 def test_generate_case_is_deterministic() -> None:
-    ct, mr = default_domains()
+    _ct, mr = default_domains()
     a = generate_case(mr, case_seed(7, 1, 2), (32, 32, 16))
     b = generate_case(mr, case_seed(7, 1, 2), (32, 32, 16))
     c = generate_case(mr, case_seed(8, 1, 2), (32, 32, 16))
@@ -111,7 +111,7 @@ def test_generate_case_is_deterministic() -> None:
 
 
 def test_contrast_does_not_change_the_anatomy() -> None:
-    ct, mr = default_domains()
+    ct, _mr = default_domains()
     same_subject_mr_contrast = PhantomDomain("CT", ct.modality, MRContrast(), ct.geometry)
     a = generate_case(ct, case_seed(0, 0, 0), (32, 32, 16))
     b = generate_case(same_subject_mr_contrast, case_seed(0, 0, 0), (32, 32, 16))

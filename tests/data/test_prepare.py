@@ -114,8 +114,8 @@ def test_label_values_and_counts_per_slice_are_preserved() -> None:
     geo = make_geometry(lab.shape, 0, size=8)
     stack = label_to_slices(lab, geo)
     for s in range(lab.shape[0]):
-        want = dict(zip(*np.unique(lab[s], return_counts=True)))
-        got = dict(zip(*np.unique(stack[s], return_counts=True)))
+        want = dict(zip(*np.unique(lab[s], return_counts=True), strict=True))
+        got = dict(zip(*np.unique(stack[s], return_counts=True), strict=True))
         want[0] = want.get(0, 0) + (8 * 8 - lab[s].size)  # padding is background
         assert got == want
 
@@ -259,7 +259,9 @@ def test_prepare_writes_stacks_and_a_complete_index(tmp_path: Path) -> None:
 def test_prepare_honours_the_domain_channel(tmp_path: Path) -> None:
     lab = _blob_label((4, 4, 3))
     four_d = np.stack([np.zeros(lab.shape), _image_for(lab) + 1000.0], axis=-1).astype(np.float32)
-    ds = _write_dataset(tmp_path / "ds", {"mr": [{"id": "m", "split": "train", "image": four_d, "label": lab}]}, {"mr": 1})
+    ds = _write_dataset(
+        tmp_path / "ds", {"mr": [{"id": "m", "split": "train", "image": four_d, "label": lab}]}, {"mr": 1}
+    )
     index = prepare_dataset(ds, tmp_path / "out", size=4, clip_percentiles=(0.0, 100.0), progress=False)
     rec = index.case("mr", "m").normalization
     assert rec.mean == pytest.approx(float(four_d[..., 1].mean()), rel=1e-5)
@@ -293,7 +295,7 @@ def test_a_missing_listed_file_is_reported_then_reprepared(tmp_path: Path) -> No
     out = tmp_path / "out"
     prepare_dataset(ds, out, size=8, progress=False)
     (out / "ct" / "c1_seg.npy").unlink()
-    with pytest.raises(MissingPathError, match="c1_seg.npy"):
+    with pytest.raises(MissingPathError, match=r"c1_seg.npy"):
         load_prepared(out)
     prepare_dataset(ds, out, size=8, progress=False)
     assert load_prepared(out).case("ct", "c1").load_label().shape == (5, 8, 8)
@@ -346,7 +348,9 @@ def test_unknown_domain_and_split_are_errors(tmp_path: Path) -> None:
 def test_out_of_range_label_raises_naming_the_file(tmp_path: Path) -> None:
     lab = _blob_label((4, 4, 3))
     lab[0, 0, 0] = 7
-    ds = _write_dataset(tmp_path / "ds", {"ct": [{"id": "bad", "split": "train", "image": _image_for(lab), "label": lab}]})
+    ds = _write_dataset(
+        tmp_path / "ds", {"ct": [{"id": "bad", "split": "train", "image": _image_for(lab), "label": lab}]}
+    )
     with pytest.raises(DatasetError, match=r"bad_seg\.nii\.gz.*0\.\.2.*\[0, 7\]"):
         prepare_dataset(ds, tmp_path / "out", size=4, progress=False)
 

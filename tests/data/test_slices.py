@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import pickle
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch
 
 from tcsa_uda.data.prepare import PreparedIndex, prepare_dataset
 from tcsa_uda.data.slices import SliceDataset, VolumeSlices, to_three_channels
-from tcsa_uda.errors import ConfigError, DatasetError
+from tcsa_uda.errors import DatasetError
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +22,18 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> PreparedIndex:
     root = tmp_path_factory.mktemp("slices")
     rng = np.random.default_rng(0)
     domains: dict[str, dict[str, object]] = {}
-    for dname, cases in {"ct": [("a", 3, "train", True), ("b", 2, "val", True)], "mr": [("u", 4, "train", False)]}.items():
+    for dname, cases in {
+        "ct": [("a", 3, "train", True), ("b", 2, "val", True)],
+        "mr": [("u", 4, "train", False)],
+    }.items():
         entries = []
         for cid, depth, split, labelled in cases:
             lab = rng.integers(0, 2, size=(4, 4, depth)).astype(np.uint8)
             entry = {"id": cid, "split": split, "image": f"{dname}/{cid}.nii.gz"}
-            nib.save(nib.Nifti1Image(rng.normal(size=lab.shape).astype(np.float32), np.eye(4)), str(_mk(root / entry["image"])))
+            nib.save(
+                nib.Nifti1Image(rng.normal(size=lab.shape).astype(np.float32), np.eye(4)),
+                str(_mk(root / entry["image"])),
+            )
             if labelled:
                 entry["label"] = f"{dname}/{cid}_seg.nii.gz"
                 nib.save(nib.Nifti1Image(lab, np.eye(4)), str(root / entry["label"]))
@@ -47,7 +52,13 @@ def _mk(path: Path) -> Path:
 def test_items_have_three_equal_channels_and_exact_labels(index: PreparedIndex) -> None:
     ds = SliceDataset(index, "ct", split=("train", "val"))
     assert len(ds) == 5
-    assert [(it["case"], it["slice"]) for it in (ds[i] for i in range(5))] == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)]
+    assert [(it["case"], it["slice"]) for it in (ds[i] for i in range(5))] == [
+        ("a", 0),
+        ("a", 1),
+        ("a", 2),
+        ("b", 0),
+        ("b", 1),
+    ]
     item = ds[4]
     img, lab = item["image"], item["label"]
     assert img.dtype == torch.float32 and img.shape == (3, 4, 4)

@@ -137,7 +137,10 @@ def test_missing_image_file(tmp_path):
     (tmp_path / "CT" / "ct_2.nii.gz").unlink()
     msg = only_problem(verify_dataset(tmp_path))
     assert msg.startswith("[CT/ct_2]")
-    assert str(tmp_path / "CT" / "ct_2.nii.gz") in msg and "expected the image file named in dataset.json, found no such file" in msg
+    assert (
+        str(tmp_path / "CT" / "ct_2.nii.gz") in msg
+        and "expected the image file named in dataset.json, found no such file" in msg
+    )
 
 
 def test_missing_label_file(tmp_path):
@@ -301,7 +304,9 @@ def test_same_image_twice_in_a_domain_warns(tmp_path):
     write_json(tmp_path, data)
     report = verify_dataset(tmp_path)
     assert report.ok
-    assert report.warnings == [f"{tmp_path / 'dataset.json'} [CT]: image 'CT/ct_1.nii.gz' is used by 2 cases of the domain"]
+    assert report.warnings == [
+        f"{tmp_path / 'dataset.json'} [CT]: image 'CT/ct_1.nii.gz' is used by 2 cases of the domain"
+    ]
 
 
 def test_all_problems_reported_in_one_run(tmp_path):

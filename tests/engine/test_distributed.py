@@ -12,10 +12,24 @@ from tcsa_uda.engine.checkpoint import load_checkpoint
 def test_torchrun_two_processes(tmp_path, tiny_overrides):
     out = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-        "-m", "tcsa_uda", "train", "configs/phantom_mr2ct.yaml", *tiny_overrides,
-        "model.disc_width=8", "num_threads=1", "loss.align_start=1",
-        "stages=[{method: adaoutput, iterations: 2}, {method: tcsa, iterations: 2}]", "--out", str(out),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29531",
+        "-m",
+        "tcsa_uda",
+        "train",
+        "configs/phantom_mr2ct.yaml",
+        *tiny_overrides,
+        "model.disc_width=8",
+        "num_threads=1",
+        "loss.align_start=1",
+        "stages=[{method: adaoutput, iterations: 2}, {method: tcsa, iterations: 2}]",
+        "--out",
+        str(out),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

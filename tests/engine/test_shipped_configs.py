@@ -34,4 +34,9 @@ def test_phantom_baselines_match_each_other_except_the_method(baseline: str) -> 
         ref = load_config(TrainConfig, CONFIGS[0].parent / f"phantom_{d}_source_only.yaml")
         cfg = load_config(TrainConfig, CONFIGS[0].parent / f"phantom_{d}_{baseline}.yaml")
         assert cfg.stages[0].method == baseline
-        assert (cfg.data, cfg.model, cfg.optim, cfg.stages[0].iterations) == (ref.data, ref.model, ref.optim, ref.stages[0].iterations)
+        assert (cfg.data, cfg.model, cfg.optim, cfg.stages[0].iterations) == (
+            ref.data,
+            ref.model,
+            ref.optim,
+            ref.stages[0].iterations,
+        )

@@ -89,7 +89,7 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(MissingPathError):
         load_checkpoint(tmp_path / "none.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="junk.pt"):
+    with pytest.raises(CheckpointError, match=r"junk.pt"):
         load_checkpoint(tmp_path / "junk.pt")
     torch.save({"a": 1}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="format"):
@@ -118,7 +118,9 @@ def test_label_free_selection_picks_best_and_hands_it_on(tmp_path, tiny_override
 
 
 def test_oracle_selection_is_named(tmp_path, tiny_overrides):
-    cfg = _cfg(tiny_overrides, "[{method: source_only, iterations: 2}]", ["selection.criterion=oracle", "selection.every=1"])
+    cfg = _cfg(
+        tiny_overrides, "[{method: source_only, iterations: 2}]", ["selection.criterion=oracle", "selection.every=1"]
+    )
     train(cfg, tmp_path / "run")
     final = load_checkpoint(tmp_path / "run" / "final.pt")
     assert final["selection"]["criterion"] == "oracle"

@@ -67,7 +67,12 @@ def _dataset(root: Path, classes: list[str] = CLASSES) -> Path:
     """Domain CT: t1, t2 (test, labelled), u1 (test, unlabelled), r1 (train); domain MR: m1."""
     rng = np.random.default_rng(0)
     cases = []
-    for cid, split, labelled in (("t1", "test", True), ("t2", "test", True), ("u1", "test", False), ("r1", "train", True)):
+    for cid, split, labelled in (
+        ("t1", "test", True),
+        ("t2", "test", True),
+        ("u1", "test", False),
+        ("r1", "train", True),
+    ):
         img = (_gt("t1" if cid != "t2" else "t2") * 50 + rng.normal(size=SHAPE) * 5).astype(np.float32)
         _save(root / f"{cid}.nii.gz", img)
         entry = {"id": cid, "image": f"{cid}.nii.gz", "split": split}
@@ -81,29 +86,51 @@ def _dataset(root: Path, classes: list[str] = CLASSES) -> Path:
         "labels": {n: i for i, n in enumerate(classes)},
         "domains": {
             "CT": {"modality": "computed tomography", "cases": cases},
-            "MR": {"modality": "magnetic resonance imaging", "cases": [{"id": "m1", "image": "m1.nii.gz", "split": "train"}]},
+            "MR": {
+                "modality": "magnetic resonance imaging",
+                "cases": [{"id": "m1", "image": "m1.nii.gz", "split": "train"}],
+            },
         },
     }
     (root / "dataset.json").write_text(json.dumps(data), encoding="utf-8")
     return root
 
 
-def _checkpoint(path: Path, classes: list[str] = CLASSES, size: int = 16, text_classes: list[str] | None = None) -> Path:
+def _checkpoint(
+    path: Path, classes: list[str] = CLASSES, size: int = 16, text_classes: list[str] | None = None
+) -> Path:
     """An untrained light model saved with the keys the training engine writes."""
     torch.manual_seed(0)
     model = build_segmenter("light", len(classes), 8, base_width=8)
     tc = text_classes or classes
     text = TextEmbeddings(
-        domains=["MR", "CT"], class_names=tc, prompts=[[f"{d} {c}" for c in tc] for d in ("MR", "CT")],
-        embeddings=torch.randn(2, len(tc), 8), encoder="test",
+        domains=["MR", "CT"],
+        class_names=tc,
+        prompts=[[f"{d} {c}" for c in tc] for d in ("MR", "CT")],
+        embeddings=torch.randn(2, len(tc), 8),
+        encoder="test",
     )
-    save_checkpoint(path, {
-        "config": {}, "stage": 0, "method": "source_only", "iteration": 3, "model": model.state_dict(),
-        "model_name": "light", "model_kwargs": {"base_width": 8}, "class_names": classes, "source": "MR",
-        "target": "CT", "text": text.to_dict(),
-        "preprocessing": {"prepare": {"axis": "axial", "size": size, "clip_percentiles": [0.5, 99.5]}, "size": size,
-                          "modalities": {"MR": "mri", "CT": "ct"}},
-    })
+    save_checkpoint(
+        path,
+        {
+            "config": {},
+            "stage": 0,
+            "method": "source_only",
+            "iteration": 3,
+            "model": model.state_dict(),
+            "model_name": "light",
+            "model_kwargs": {"base_width": 8},
+            "class_names": classes,
+            "source": "MR",
+            "target": "CT",
+            "text": text.to_dict(),
+            "preprocessing": {
+                "prepare": {"axis": "axial", "size": size, "clip_percentiles": [0.5, 99.5]},
+                "size": size,
+                "modalities": {"MR": "mri", "CT": "ct"},
+            },
+        },
+    )
     return path
 
 
@@ -127,7 +154,12 @@ def preds(tmp_path: Path) -> Path:
 def test_settings_defaults_and_parity_preset():
     assert resolve_settings() == EvalSettings("all", "mm", "pooled", "nan", None)
     sifa = resolve_settings(parity="sifa")
-    assert (sifa.units, sifa.assd_variant, sifa.empty_policy, sifa.parity) == ("vox", "mean_of_means", "sifa_mpscl", "sifa")
+    assert (sifa.units, sifa.assd_variant, sifa.empty_policy, sifa.parity) == (
+        "vox",
+        "mean_of_means",
+        "sifa_mpscl",
+        "sifa",
+    )
     assert sifa.table_assd_metric == "assd_vox_mean_of_means"
     assert resolve_settings(units="both").table_assd_metric == "assd_mm_pooled"
     assert resolve_settings(metrics="dice").table_assd_metric is None
@@ -145,8 +177,15 @@ def test_settings_defaults_and_parity_preset():
 def test_score_case_units_and_names():
     pred, gt = _pred_t1().astype(np.int64), _gt("t1").astype(np.int64)
     both = score_case(pred, gt, [1, 2], (2.0, 1.0, 1.0), resolve_settings(units="both"))
-    assert list(both[1]) == ["dice", "assd_mm_pooled", "assd_mm_mean_of_means", "hd95_mm",
-                             "assd_vox_pooled", "assd_vox_mean_of_means", "hd95_vox"]
+    assert list(both[1]) == [
+        "dice",
+        "assd_mm_pooled",
+        "assd_mm_mean_of_means",
+        "hd95_mm",
+        "assd_vox_pooled",
+        "assd_vox_mean_of_means",
+        "hd95_vox",
+    ]
     assert both[1]["dice"] == pytest.approx(0.75)
     ref = compute_case_metrics(pred, gt, [1], spacing=None)[1]
     assert both[1]["assd_vox_pooled"] == pytest.approx(ref["assd_vox_pooled"])
@@ -222,14 +261,29 @@ def test_two_files_for_one_case_are_rejected(tmp_path, preds):
 
 
 def test_run_evaluation_pred_mode_writes_every_file(tmp_path, raw, preds):
-    res = run_evaluation(raw, tmp_path / "out", pred_dir=preds, domain="CT", settings=resolve_settings(units="both"),
-                         progress=False)
+    res = run_evaluation(
+        raw, tmp_path / "out", pred_dir=preds, domain="CT", settings=resolve_settings(units="both"), progress=False
+    )
     with open(res.files["csv"], newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["case", "class", "class_name", "dice", "assd_mm_pooled", "assd_mm_mean_of_means",
-                             "hd95_mm", "assd_vox_pooled", "assd_vox_mean_of_means", "hd95_vox"]
+    assert list(rows[0]) == [
+        "case",
+        "class",
+        "class_name",
+        "dice",
+        "assd_mm_pooled",
+        "assd_mm_mean_of_means",
+        "hd95_mm",
+        "assd_vox_pooled",
+        "assd_vox_mean_of_means",
+        "hd95_vox",
+    ]
     assert [(r["case"], r["class"], float(r["dice"])) for r in rows] == [
-        ("t1", "1", 0.75), ("t1", "2", 0.0), ("t2", "1", 1.0), ("t2", "2", 1.0)]
+        ("t1", "1", 0.75),
+        ("t1", "2", 0.0),
+        ("t2", "1", 1.0),
+        ("t2", "2", 1.0),
+    ]
     data = json.loads(res.files["json"].read_text())
     assert data["meta"]["predictions"] == {"kind": "folder", "path": str(preds)}
     assert data["meta"]["settings"]["units"] == "both" and data["rows"][1]["assd_mm_pooled"] is None
@@ -264,7 +318,7 @@ def test_model_errors_name_the_problem(tmp_path, raw):
     ck = _checkpoint(tmp_path / "ck.pt")
     loaded = load_model(ck)
     other = prepare_dataset(raw, tmp_path / "prep8", size=8, progress=False)
-    with pytest.raises(ConfigError, match="trained on slices prepared with .*'size': 16.*evaluate on the raw dataset"):
+    with pytest.raises(ConfigError, match=r"trained on slices prepared with .*'size': 16.*evaluate on the raw dataset"):
         evaluate_domain(loaded, other, "CT")
     with pytest.raises(ConfigError, match=r"domain 'PET' is not one the model was trained with; .*\['MR', 'CT'\]"):
         loaded.text_for("PET")
@@ -277,8 +331,9 @@ def test_model_errors_name_the_problem(tmp_path, raw):
         load_model(_checkpoint(tmp_path / "t.pt", text_classes=["background", "x", "y"]))
     state = torch.load(ck, weights_only=False)
     state["class_names"] = ["background", "a"]
-    state["text"] = TextEmbeddings(["MR", "CT"], ["background", "a"], [["m", "n"], ["o", "p"]],
-                                   torch.randn(2, 2, 8), "test").to_dict()
+    state["text"] = TextEmbeddings(
+        ["MR", "CT"], ["background", "a"], [["m", "n"], ["o", "p"]], torch.randn(2, 2, 8), "test"
+    ).to_dict()
     save_checkpoint(tmp_path / "w.pt", {k: v for k, v in state.items() if k != "format"})
     with pytest.raises(CheckpointError, match="weights do not fit model 'light' with 2 classes"):
         load_model(tmp_path / "w.pt")
@@ -288,10 +343,17 @@ def test_model_errors_name_the_problem(tmp_path, raw):
 
 
 def test_model_selection_is_recorded(tmp_path, raw):
-    res = run_evaluation(raw, tmp_path / "out", checkpoint=_checkpoint(tmp_path / "ck.pt"), settings=resolve_settings(metrics="dice"),
-                         progress=False, class_order=["b", "a"])
+    res = run_evaluation(
+        raw,
+        tmp_path / "out",
+        checkpoint=_checkpoint(tmp_path / "ck.pt"),
+        settings=resolve_settings(metrics="dice"),
+        progress=False,
+        class_order=["b", "a"],
+    )
     assert res.accumulator.meta["model_selection"] == (
-        "fixed checkpoint ck.pt, iteration 3 of stage 1 (source_only); no selection rule recorded")
+        "fixed checkpoint ck.pt, iteration 3 of stage 1 (source_only); no selection rule recorded"
+    )
     assert res.accumulator.meta["domain"] == "CT"  # the checkpoint's target by default
     md = res.files["markdown"].read_text()
     assert "| Method | Dice b | Dice a | Dice Mean |" in md
@@ -304,18 +366,32 @@ def test_model_selection_is_recorded(tmp_path, raw):
     "selection, expected",
     [
         ({"criterion": "last", "iteration": 50}, "last iteration (50); no selection on target labels"),
-        ({"criterion": "target_entropy", "iteration": 30, "value": 0.12345},
-         "label-free criterion target_entropy: best at iteration 30, score 0.1235"),
-        ({"criterion": "oracle", "iteration": 40, "value": 0.8},
-         "oracle: best target test Dice, iteration 40, score 0.8 (uses target test labels)"),
+        (
+            {"criterion": "target_entropy", "iteration": 30, "value": 0.12345},
+            "label-free criterion target_entropy: best at iteration 30, score 0.1235",
+        ),
+        (
+            {"criterion": "oracle", "iteration": 40, "value": 0.8},
+            "oracle: best target test Dice, iteration 40, score 0.8 (uses target test labels)",
+        ),
         ("chosen by hand", "chosen by hand"),
     ],
 )
 def test_model_selection_text_follows_the_checkpoint_record(selection, expected):
-    loaded = LoadedModel(model=torch.nn.Identity(), text=None, class_names=[], checkpoint={"selection": selection,  # type: ignore[arg-type]
-                         "iteration": 50}, path=Path("run/final.pt"))
+    loaded = LoadedModel(
+        model=torch.nn.Identity(),
+        text=None,
+        class_names=[],
+        checkpoint={
+            "selection": selection,  # type: ignore[arg-type]
+            "iteration": 50,
+        },
+        path=Path("run/final.pt"),
+    )
     assert loaded.model_selection() == expected
     spec = TableSpec(class_names={1: "a"}, model_selection=expected)
     ok = {"mean": 0.5, "std": 0.0, "n_nan": 0}
     md = markdown_table([TableRow("r", {"n_cases": 1, "classes": {1: {"dice": ok}}, "class_mean": {"dice": ok}})], spec)
-    assert ("ORACLE selection" in md) == (selection.get("criterion") == "oracle" if isinstance(selection, dict) else False)
+    assert ("ORACLE selection" in md) == (
+        selection.get("criterion") == "oracle" if isinstance(selection, dict) else False
+    )

@@ -133,8 +133,16 @@ def test_prepared_case_and_raw_volume_give_the_same_labels(tmp_path: Path):
     lab = (img > 0.5).astype(np.uint8)
     nib.save(nib.Nifti1Image(img, affine), str(ds / "c1.nii.gz"))
     nib.save(nib.Nifti1Image(lab, affine), str(ds / "c1_seg.nii.gz"))
-    data = {"name": "t", "labels": {"background": 0, "fg": 1}, "domains": {"CT": {"modality": "computed tomography",
-            "cases": [{"id": "c1", "image": "c1.nii.gz", "label": "c1_seg.nii.gz", "split": "test"}]}}}
+    data = {
+        "name": "t",
+        "labels": {"background": 0, "fg": 1},
+        "domains": {
+            "CT": {
+                "modality": "computed tomography",
+                "cases": [{"id": "c1", "image": "c1.nii.gz", "label": "c1_seg.nii.gz", "split": "test"}],
+            }
+        },
+    }
     (ds / "dataset.json").write_text(json.dumps(data), encoding="utf-8")
     index = prepare_dataset(ds, tmp_path / "prep", size=12, progress=False)
     case = index.case("CT", "c1")
@@ -152,11 +160,13 @@ def test_preprocessing_settings_from_checkpoint():
     assert s == PreprocessingSettings("coronal", 64, (1.0, 99.0))
     assert s.matches({"axis": "coronal", "size": 64, "clip_percentiles": [1.0, 99.0], "channel": None})
     assert not s.matches({"axis": "coronal", "size": 32, "clip_percentiles": [1.0, 99.0]})
-    with pytest.raises(ConfigError, match=r"run.pt: no preprocessing settings \(expected key \['preprocessing'\]\['prepare'\]"):
+    with pytest.raises(
+        ConfigError, match=r"run.pt: no preprocessing settings \(expected key \['preprocessing'\]\['prepare'\]"
+    ):
         PreprocessingSettings.from_checkpoint({}, "run.pt")
     bad = {"preprocessing": {"prepare": {"axis": "axial", "size": 0, "clip_percentiles": [1, 99]}}}
     with pytest.raises(ConfigError, match="size: expected a positive integer"):
         PreprocessingSettings.from_checkpoint(bad, "run.pt")
     bad["preprocessing"]["prepare"].update(size=8, axis="oblique")
-    with pytest.raises(ConfigError, match="run.pt .*axis: expected one of axial"):
+    with pytest.raises(ConfigError, match=r"run.pt .*axis: expected one of axial"):
         PreprocessingSettings.from_checkpoint(bad, "run.pt")

@@ -219,7 +219,7 @@ def test_empty_policy_rejects_bad_values() -> None:
         EmptyPolicy("x", distance_value=-1.0)
     with pytest.raises(ConfigError, match="dice_both_empty"):
         EmptyPolicy("x", dice_both_empty=2.0)
-    with pytest.raises(ConfigError, match="'nan', 'sifa_mpscl', 'adr'.*'zero'"):
+    with pytest.raises(ConfigError, match=r"'nan', 'sifa_mpscl', 'adr'.*'zero'"):
         dice(_empty(), _empty(), empty_policy="zero")
 
 

@@ -27,16 +27,33 @@ def _checkpoint(path: Path, size: int = 16) -> Path:
     torch.manual_seed(0)
     model = build_segmenter("light", len(CLASSES), 8, base_width=8)
     text = TextEmbeddings(
-        domains=["MR", "CT"], class_names=CLASSES, prompts=[[f"{d} {c}" for c in CLASSES] for d in ("MR", "CT")],
-        embeddings=torch.randn(2, len(CLASSES), 8), encoder="test",
+        domains=["MR", "CT"],
+        class_names=CLASSES,
+        prompts=[[f"{d} {c}" for c in CLASSES] for d in ("MR", "CT")],
+        embeddings=torch.randn(2, len(CLASSES), 8),
+        encoder="test",
     )
-    save_checkpoint(path, {
-        "config": {}, "stage": 0, "method": "source_only", "iteration": 1, "model": model.state_dict(),
-        "model_name": "light", "model_kwargs": {"base_width": 8}, "class_names": CLASSES, "source": "MR",
-        "target": "CT", "text": text.to_dict(),
-        "preprocessing": {"prepare": {"axis": "axial", "size": size, "clip_percentiles": [0.5, 99.5]}, "size": size,
-                          "modalities": {"MR": "mri", "CT": "ct"}},
-    })
+    save_checkpoint(
+        path,
+        {
+            "config": {},
+            "stage": 0,
+            "method": "source_only",
+            "iteration": 1,
+            "model": model.state_dict(),
+            "model_name": "light",
+            "model_kwargs": {"base_width": 8},
+            "class_names": CLASSES,
+            "source": "MR",
+            "target": "CT",
+            "text": text.to_dict(),
+            "preprocessing": {
+                "prepare": {"axis": "axial", "size": size, "clip_percentiles": [0.5, 99.5]},
+                "size": size,
+                "modalities": {"MR": "mri", "CT": "ct"},
+            },
+        },
+    )
     return path
 
 
@@ -70,8 +87,9 @@ def test_oblique_anisotropic_nifti_keeps_affine_shape_and_orientation(tmp_path, 
     img.header.set_sform(affine, code=2)
     img.header.set_slope_inter(2.0, 5.0)  # scaled input intensities must not scale the labels
     nib.save(img, str(tmp_path / "scan.nii.gz"))
-    records = predict_paths(ckpt, tmp_path / "scan.nii.gz", tmp_path / "out", probabilities=True, batch_size=2,
-                            device="cpu", progress=False)
+    records = predict_paths(
+        ckpt, tmp_path / "scan.nii.gz", tmp_path / "out", probabilities=True, batch_size=2, device="cpu", progress=False
+    )
     out = nib.load(str(tmp_path / "out" / "scan.nii.gz"))
     ref = nib.load(str(tmp_path / "scan.nii.gz"))
     assert out.shape == ref.shape == (20, 14, 5)
@@ -178,7 +196,7 @@ def test_two_slices_at_one_position_are_rejected(tmp_path):
     _write_series(tmp_path / "s", vol[:, :, :2], uid="1.2.3.4")
     _write_series(tmp_path / "s" / "copy", vol[:, :, :2], seed=2, uid="1.2.3.4")
     items = find_inputs(tmp_path / "s")
-    with pytest.raises(DatasetError, match="expected one slice per position, found .* at the same position"):
+    with pytest.raises(DatasetError, match=r"expected one slice per position, found .* at the same position"):
         read_dicom_volume(items[0].dicom_files)
 
 
@@ -193,7 +211,9 @@ def test_unreadable_and_wrong_dimensional_inputs_are_named(tmp_path, ckpt):
     with pytest.raises(DatasetError, match=r"flat.nii.gz: expected a 3D image, found 2D data of shape \(8, 8\)"):
         predict_paths(ckpt, tmp_path / "flat.nii.gz", tmp_path / "out", progress=False)
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 2), np.float32), np.eye(4)), str(tmp_path / "multi.nii.gz"))
-    with pytest.raises(DatasetError, match=r"multi.nii.gz: expected a 3D image, found a 4D image of shape \(8, 8, 4, 2\)"):
+    with pytest.raises(
+        DatasetError, match=r"multi.nii.gz: expected a 3D image, found a 4D image of shape \(8, 8, 4, 2\)"
+    ):
         predict_paths(ckpt, tmp_path / "multi.nii.gz", tmp_path / "out", progress=False)
     bad = tmp_path / "dcm"
     bad.mkdir()
@@ -205,7 +225,7 @@ def test_unreadable_and_wrong_dimensional_inputs_are_named(tmp_path, ckpt):
         find_inputs(tmp_path / "text.txt")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DatasetError, match="no NIfTI file .* and no DICOM series found"):
+    with pytest.raises(DatasetError, match=r"no NIfTI file .* and no DICOM series found"):
         find_inputs(empty)
 
 
@@ -220,7 +240,9 @@ def test_checkpoint_for_another_domain_or_class_set_is_refused(tmp_path, ckpt):
     nib.save(nib.Nifti1Image(_image(), np.eye(4)), str(tmp_path / "x.nii.gz"))
     with pytest.raises(ConfigError, match=r"--domain 'PET': the checkpoint .* was trained for domains \['MR', 'CT'\]"):
         predict_paths(ckpt, tmp_path / "x.nii.gz", tmp_path / "out", domain="PET", progress=False)
-    with pytest.raises(ConfigError, match=r"segments classes \['background', 'a', 'b'\], not the expected \['background', 'liver'\]"):
+    with pytest.raises(
+        ConfigError, match=r"segments classes \['background', 'a', 'b'\], not the expected \['background', 'liver'\]"
+    ):
         predict_paths(ckpt, tmp_path / "x.nii.gz", tmp_path / "out", classes=["background", "liver"], progress=False)
     with pytest.raises(ConfigError, match="the output would overwrite an input"):
         predict_paths(ckpt, tmp_path, tmp_path, progress=False)

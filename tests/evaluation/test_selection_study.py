@@ -27,7 +27,14 @@ def _rows(table: dict[int, tuple[float, ...]]) -> list[dict]:
     for step, (sv, ent, agree, oracle) in table.items():
         rows.append({"step": step, "kind": "train", "loss": 1.0 / step})
         rows.append(
-            {"step": step, "kind": "select", "source_val_dice": sv, "oracle": oracle, "target_entropy": ent, "target_aux_agreement": agree}
+            {
+                "step": step,
+                "kind": "select",
+                "source_val_dice": sv,
+                "oracle": oracle,
+                "target_entropy": ent,
+                "target_aux_agreement": agree,
+            }
         )
     return rows
 
@@ -49,7 +56,11 @@ def test_replay_follows_each_rule() -> None:
 
 
 def test_replay_ties_keep_the_first_point_like_the_engine() -> None:
-    rows = [{"step": 10, "source_val_dice": 0.5}, {"step": 20, "source_val_dice": 0.5}, {"step": 30, "source_val_dice": math.nan}]
+    rows = [
+        {"step": 10, "source_val_dice": 0.5},
+        {"step": 20, "source_val_dice": 0.5},
+        {"step": 30, "source_val_dice": math.nan},
+    ]
     assert replay(rows, "source_val_dice") == 10
 
 
@@ -63,10 +74,21 @@ def test_replay_errors_name_the_problem() -> None:
 
 
 def test_study_run_picks_regret_and_correlation(tmp_path: Path) -> None:
-    run = _write_run(tmp_path / "run", {"stage1_adaoutput": _rows(TABLE), "stage2_tcsa": _rows({10: (0.1, 0.5, 0.5, 0.2), 20: (0.2, 0.4, 0.6, 0.3), 30: (0.3, 0.3, 0.7, 0.4)})})
+    run = _write_run(
+        tmp_path / "run",
+        {
+            "stage1_adaoutput": _rows(TABLE),
+            "stage2_tcsa": _rows({10: (0.1, 0.5, 0.5, 0.2), 20: (0.2, 0.4, 0.6, 0.3), 30: (0.3, 0.3, 0.7, 0.4)}),
+        },
+    )
     s1, s2 = study_run(run)
     assert s1.stage == "stage 1 (adaoutput)" and s1.points == 4
-    assert {c: p.step for c, p in s1.picks.items()} == {"last": 100, "source_val_dice": 50, "target_entropy": 75, "target_aux_agreement": 75}
+    assert {c: p.step for c, p in s1.picks.items()} == {
+        "last": 100,
+        "source_val_dice": 50,
+        "target_entropy": 75,
+        "target_aux_agreement": 75,
+    }
     assert s1.best.step == 50 and s1.best.oracle == pytest.approx(0.40)
     assert s1.regret("last") == pytest.approx(0.20)
     assert s1.regret("target_entropy") == pytest.approx(0.10)
@@ -78,7 +100,17 @@ def test_study_run_picks_regret_and_correlation(tmp_path: Path) -> None:
 
 
 def test_a_resumed_run_keeps_the_later_row_of_a_step(tmp_path: Path) -> None:
-    rows = _rows(TABLE) + [{"step": 100, "kind": "select", "source_val_dice": 0.9, "oracle": 0.9, "target_entropy": 0.01, "target_aux_agreement": 0.99}]
+    rows = [
+        *_rows(TABLE),
+        {
+            "step": 100,
+            "kind": "select",
+            "source_val_dice": 0.9,
+            "oracle": 0.9,
+            "target_entropy": 0.01,
+            "target_aux_agreement": 0.99,
+        },
+    ]
     (study,) = study_run(_write_run(tmp_path / "run", {"stage1_tcsa": rows}))
     assert study.points == 4
     assert study.best.step == 100 and study.picks["source_val_dice"].step == 100
@@ -94,11 +126,15 @@ def test_missing_oracle_or_select_rows_are_clear_errors(tmp_path: Path) -> None:
 
 def test_markdown_table_and_script(tmp_path: Path) -> None:
     a = _write_run(tmp_path / "seed0", {"stage1_tcsa": _rows(TABLE)})
-    b = _write_run(tmp_path / "seed1", {"stage1_tcsa": _rows({k: (v[0], v[1], v[2], v[3] + 0.1) for k, v in TABLE.items()})})
+    b = _write_run(
+        tmp_path / "seed1", {"stage1_tcsa": _rows({k: (v[0], v[1], v[2], v[3] + 0.1) for k, v in TABLE.items()})}
+    )
     md = study_markdown({"seed0": study_run(a)[0], "seed1": study_run(b)[0]})
     assert "| `last` | 20.0 (100) | 30.0 (100) | 20.0 |" in md
     assert "| `source_val_dice` | 40.0 (50) | 50.0 (50) | 0.0 | +0.80 |" in md
     assert "| oracle (upper bound, uses target test labels) | 40.0 (50) | 50.0 (50) |" in md
     script = Path(__file__).resolve().parents[2] / "scripts" / "selection_study.py"
-    out = subprocess.run([sys.executable, str(script), str(a), str(b)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(script), str(a), str(b)], capture_output=True, text=True, check=True
+    ).stdout
     assert "### stage 1 (tcsa): 4 logged points per run" in out and "| criterion | seed0 | seed1 |" in out

@@ -8,7 +8,15 @@ import pytest
 
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.evaluation.metrics import MetricAccumulator
-from tcsa_uda.evaluation.tables import TableRow, TableSpec, assd_parts, format_cell, latex_escape, latex_table, markdown_table
+from tcsa_uda.evaluation.tables import (
+    TableRow,
+    TableSpec,
+    assd_parts,
+    format_cell,
+    latex_escape,
+    latex_table,
+    markdown_table,
+)
 
 NAN = float("nan")
 
@@ -17,7 +25,9 @@ def _summary(with_nan: bool = False):
     """Two volumes, classes 1 (MYO) and 2 (AA), hand-chosen values."""
     acc = MetricAccumulator(class_names={1: "MYO", 2: "AA"})
     acc.add("a", {1: {"dice": 0.80, "assd_mm_pooled": 2.0}, 2: {"dice": 0.60, "assd_mm_pooled": 4.0}})
-    acc.add("b", {1: {"dice": 0.90, "assd_mm_pooled": 3.0}, 2: {"dice": 0.40, "assd_mm_pooled": NAN if with_nan else 6.0}})
+    acc.add(
+        "b", {1: {"dice": 0.90, "assd_mm_pooled": 3.0}, 2: {"dice": 0.40, "assd_mm_pooled": NAN if with_nan else 6.0}}
+    )
     return acc.summary()
 
 
@@ -34,7 +44,15 @@ def test_markdown_has_the_papers_layout_with_mean_and_std():
     # AA dice 0.6, 0.4 -> 50.0 (10.0); MYO 0.8, 0.9 -> 85.0 (5.0); class mean (50 + 85) / 2 = 67.5,
     # std over the per-volume class averages 70 and 65 -> 2.5. ASSD AA 4, 6 -> 5.0 (1.0); MYO 2.5 (0.5);
     # mean 3.75, per-volume averages 3.0 and 4.5 -> std 0.75.
-    assert _cells(md, "TCSA-UDA") == ["TCSA-UDA", "50.0 (10.0)", "85.0 (5.0)", "67.5 (2.5)", "5.0 (1.0)", "2.5 (0.5)", "3.8 (0.8)"]
+    assert _cells(md, "TCSA-UDA") == [
+        "TCSA-UDA",
+        "50.0 (10.0)",
+        "85.0 (5.0)",
+        "67.5 (2.5)",
+        "5.0 (1.0)",
+        "2.5 (0.5)",
+        "3.8 (0.8)",
+    ]
     assert "Mean (std) over 2 CT test volume(s), std with ddof=0" in md
     assert "ASSD in mm" in md and "variant pooled" in md
     assert "ASSD undefined (NaN)" in md
@@ -58,10 +76,16 @@ def test_parity_policy_selection_and_missing_predictions_are_stated():
         model_selection="oracle: best target test Dice",
     )
     summary = _summary()
-    summary = {**summary, "classes": {c: {"dice": s["dice"], "assd_vox_mean_of_means": s["assd_mm_pooled"]}
-                                      for c, s in summary["classes"].items()},
-               "class_mean": {"dice": summary["class_mean"]["dice"],
-                              "assd_vox_mean_of_means": summary["class_mean"]["assd_mm_pooled"]}}
+    summary = {
+        **summary,
+        "classes": {
+            c: {"dice": s["dice"], "assd_vox_mean_of_means": s["assd_mm_pooled"]} for c, s in summary["classes"].items()
+        },
+        "class_mean": {
+            "dice": summary["class_mean"]["dice"],
+            "assd_vox_mean_of_means": summary["class_mean"]["assd_mm_pooled"],
+        },
+    }
     md = markdown_table([TableRow("folder", summary, missing=("b",))], spec)
     assert "ASSD in voxels of the evaluated grid" in md and "mean_of_means = (mean d(P->G) + mean d(G->P)) / 2" in md
     assert "ASSD = 1 (as the released MPSCL-line evaluation)" in md
@@ -87,14 +111,16 @@ def test_latex_table_escapes_and_groups_columns():
     assert r"\multicolumn{3}{c}{ASSD (mm, pooled) $\downarrow$}" in tex
     assert r"\cmidrule(lr){2-4}\cmidrule(lr){5-7}" in tex
     assert r"Method & MYO & A\_A & Mean & MYO & A\_A & Mean \\" in tex
-    assert r"TCSA \& co & 85.0 (5.0) & 50.0 (10.0) & 67.5 (2.5) & 2.5 (0.5) & 4.0 (0.0)$^{*}$ & 3.2 (0.0)$^{*}$ \\" in tex
+    assert (
+        r"TCSA \& co & 85.0 (5.0) & 50.0 (10.0) & 67.5 (2.5) & 2.5 (0.5) & 4.0 (0.0)$^{*}$ & 3.2 (0.0)$^{*}$ \\" in tex
+    )
     assert r"\label{tab:mr2ct}" in tex and "Model selection: last iteration." in tex
     assert tex.count(r"\begin{tabular}{lcccccc}") == 1
 
 
 def test_helpers_and_validation():
     assert assd_parts("assd_vox_mean_of_means") == ("vox", "mean_of_means")
-    with pytest.raises(ConfigError, match="expected assd_<mm|vox>_<pooled|mean_of_means>, found 'hd95_mm'"):
+    with pytest.raises(ConfigError, match=r"expected assd_<mm|vox>_<pooled|mean_of_means>, found 'hd95_mm'"):
         assd_parts("hd95_mm")
     with pytest.raises(ConfigError, match="empty_policy: expected one of"):
         TableSpec(class_names={1: "a"}, empty_policy="zero")
@@ -106,5 +132,7 @@ def test_helpers_and_validation():
     assert math.isclose(float(format_cell({"mean": 1.25, "std": 0.0, "n_nan": 0}, 1, 2).split()[0]), 1.25)
     with pytest.raises(ConfigError, match="no 'assd_mm_pooled' for class 1"):
         ok = {"mean": 0.5, "std": 0.0, "n_nan": 0}
-        markdown_table([TableRow("r", {"classes": {1: {"dice": ok}}, "class_mean": {"dice": ok}})],
-                       TableSpec(class_names={1: "a"}, assd_metric="assd_mm_pooled"))
+        markdown_table(
+            [TableRow("r", {"classes": {1: {"dice": ok}}, "class_mean": {"dice": ok}})],
+            TableSpec(class_names={1: "a"}, assd_metric="assd_mm_pooled"),
+        )

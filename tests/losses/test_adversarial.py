@@ -81,9 +81,9 @@ def test_discriminator_loss_value() -> None:
 
 
 def test_invalid_options_list_valid_ones() -> None:
-    with pytest.raises(ConfigError, match="softmax, entropy.*'logit'"):
+    with pytest.raises(ConfigError, match=r"softmax, entropy.*'logit'"):
         discriminator_input(torch.zeros(1, 2, 1, 1), "logit")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="source, target.*'src'"):
+    with pytest.raises(ConfigError, match=r"source, target.*'src'"):
         bce_with_domain(torch.zeros(1), "src")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="C >= 2"):
         self_information_map(torch.ones(1, 1, 2, 2))

@@ -82,11 +82,15 @@ def test_source_segmentation_loss_combines_parts() -> None:
     total, parts = source_segmentation_loss(MAIN, aux, TARGET)
     ce_main = (0.25 * LN2 + 0.5 * LN3 + 0.5 * LN2 + 0.25 * LN2) / 1.5
     eps = 1e-5
-    dice_main = 1 - (
-        2 * 1.0 / (0.25 + 1 / 9 + 0.0625 + 0.25 + 2 + eps)
-        + 2 * (1 / 3) / (0.0625 + 1 / 9 + 0.0625 + 0.0625 + 1 + eps)
-        + 2 * 0.5 / (0.0625 + 1 / 9 + 0.25 + 0.0625 + 1 + eps)
-    ) / 3
+    dice_main = (
+        1
+        - (
+            2 * 1.0 / (0.25 + 1 / 9 + 0.0625 + 0.25 + 2 + eps)
+            + 2 * (1 / 3) / (0.0625 + 1 / 9 + 0.0625 + 0.0625 + 1 + eps)
+            + 2 * 0.5 / (0.0625 + 1 / 9 + 0.25 + 0.0625 + 1 + eps)
+        )
+        / 3
+    )
     dice_aux = 1 - (2 * (2 / 3) / (4 / 9 + 2 + eps) + 2 * 2 * (1 / 3) / (4 / 9 + 1 + eps)) / 3
     assert parts["ce_main"].item() == pytest.approx(ce_main, rel=1e-6)
     assert parts["ce_aux"].item() == pytest.approx(LN3, rel=1e-6)

@@ -111,7 +111,7 @@ def test_state_dict_holds_bank() -> None:
 
 
 def test_invalid_arguments() -> None:
-    with pytest.raises(ConfigError, match="paper, released.*'exact'"):
+    with pytest.raises(ConfigError, match=r"paper, released.*'exact'"):
         VLCovarianceLoss(3, mode="exact")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="bank_momentum"):
         VLCovarianceLoss(3, bank_momentum=-0.1)

@@ -10,7 +10,9 @@ from tcsa_uda.methods import MethodContext
 from tcsa_uda.models import build_segmenter
 
 
-def make_context(model_name: str, num_classes: int, fidelity: str = "paper", text_dim: int = 24, align_start: int = 0, **model_kwargs) -> MethodContext:
+def make_context(
+    model_name: str, num_classes: int, fidelity: str = "paper", text_dim: int = 24, align_start: int = 0, **model_kwargs
+) -> MethodContext:
     torch.manual_seed(0)
     model = build_segmenter(model_name, num_classes, text_dim, **model_kwargs)
     model.train()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from tcsa_uda.methods import build_method, available_methods
+from tcsa_uda.methods import available_methods, build_method
 from tcsa_uda.models import parameter_groups
-
 
 
 def _run(fidelity: str, make_context, make_batches):
@@ -17,7 +16,7 @@ def _run(fidelity: str, make_context, make_batches):
     before = [p.detach().clone() for p in groups["fusion"]]
     src, tgt = make_batches(2, 64, 3)
     method.training_step(src, tgt, iteration=1, optimizers=opts)
-    changed = [not torch.equal(b, p.detach()) for b, p in zip(before, groups["fusion"])]
+    changed = [not torch.equal(b, p.detach()) for b, p in zip(before, groups["fusion"], strict=True)]
     return method, changed
 
 

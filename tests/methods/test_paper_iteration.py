@@ -7,8 +7,6 @@ should change did change.
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
@@ -16,17 +14,16 @@ from tcsa_uda.methods import build_method
 from tcsa_uda.models import parameter_groups
 
 
-
 def _snapshot(params):
     return [p.detach().clone() for p in params]
 
 
 def _changed(before, params) -> bool:
-    return all(not torch.equal(b, p.detach()) for b, p in zip(before, params))
+    return all(not torch.equal(b, p.detach()) for b, p in zip(before, params, strict=True))
 
 
 def _fraction_changed(before, params) -> float:
-    flags = [not torch.equal(b, p.detach()) for b, p in zip(before, params)]
+    flags = [not torch.equal(b, p.detach()) for b, p in zip(before, params, strict=True)]
     return sum(flags) / max(len(flags), 1)
 
 

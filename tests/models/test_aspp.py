@@ -17,7 +17,10 @@ def test_aspp_is_sum_of_four_dilated_convs() -> None:
     for b in head.branches:
         torch.nn.init.normal_(b.bias)
     x = torch.randn(2, 8, 9, 9)
-    expected = sum(F.conv2d(x, b.weight, b.bias, padding=d, dilation=d) for b, d in zip(head.branches, (6, 12, 18, 24)))
+    expected = sum(
+        F.conv2d(x, b.weight, b.bias, padding=d, dilation=d)
+        for b, d in zip(head.branches, (6, 12, 18, 24), strict=True)
+    )
     out = head(x)
     assert tuple(out.shape) == (2, 3, 9, 9)
     torch.testing.assert_close(out, expected)

@@ -115,7 +115,7 @@ def test_weights_without_num_batches_tracked_load(tmp_path) -> None:
 
 
 def test_weights_missing_file(tmp_path) -> None:
-    with pytest.raises(MissingPathError, match="nope.pt"):
+    with pytest.raises(MissingPathError, match=r"nope.pt"):
         load_backbone_weights(light_resnet(base_width=8), tmp_path / "nope.pt")
 
 
@@ -138,11 +138,11 @@ def test_weights_key_errors_are_listed(tmp_path) -> None:
 def test_weights_wrong_content(tmp_path) -> None:
     path = tmp_path / "list.pt"
     torch.save([torch.zeros(1)], path)
-    with pytest.raises(ConfigError, match="list.pt.*mapping of parameter names to tensors, found list"):
+    with pytest.raises(ConfigError, match=r"list.pt.*mapping of parameter names to tensors, found list"):
         load_backbone_weights(light_resnet(base_width=8), path)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(ConfigError, match="junk.pt"):
+    with pytest.raises(ConfigError, match=r"junk.pt"):
         load_backbone_weights(light_resnet(base_width=8), junk)
 
 

@@ -19,12 +19,12 @@ def test_available_models() -> None:
 
 
 def test_unknown_name_lists_valid_names() -> None:
-    with pytest.raises(ConfigError, match="Unknown model 'unet'.*deeplabv2_r101, light"):
+    with pytest.raises(ConfigError, match=r"Unknown model 'unet'.*deeplabv2_r101, light"):
         build_segmenter("unet", C, D)
 
 
 def test_unknown_option_lists_valid_options() -> None:
-    with pytest.raises(ConfigError, match="unknown option.*depth; valid options: base_width"):
+    with pytest.raises(ConfigError, match=r"unknown option.*depth; valid options: base_width"):
         build_segmenter("light", C, D, depth=3)
     with pytest.raises(ConfigError, match="valid options: none"):
         build_segmenter("deeplabv2_r101", C, D, base_width=3)
@@ -79,12 +79,12 @@ def test_weights_round_trip_through_factory(tmp_path) -> None:
 
 
 def test_weights_missing_file_through_factory(tmp_path) -> None:
-    with pytest.raises(MissingPathError, match="absent.pt"):
+    with pytest.raises(MissingPathError, match=r"absent.pt"):
         build_segmenter("light", C, D, weights=tmp_path / "absent.pt", base_width=8)
 
 
 def test_weights_of_other_backbone_rejected(tmp_path) -> None:
     path = tmp_path / "w16.pt"
     torch.save(build_segmenter("light", C, D, base_width=16).backbone.state_dict(), path)
-    with pytest.raises(ConfigError, match="w16.pt.*shape mismatch"):
+    with pytest.raises(ConfigError, match=r"w16.pt.*shape mismatch"):
         build_segmenter("light", C, D, weights=path, base_width=8)

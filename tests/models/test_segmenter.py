@@ -71,10 +71,7 @@ def test_controller_is_batched_and_per_image() -> None:
         weight, bias = model.controller.generate(z)
         assert not torch.allclose(weight[0], weight[1])
         ref = torch.cat(
-            [
-                model.seg_head(F.conv2d(out.f_vis[i : i + 1], weight[i, :, :, None, None], bias[i]))
-                for i in range(2)
-            ]
+            [model.seg_head(F.conv2d(out.f_vis[i : i + 1], weight[i, :, :, None, None], bias[i])) for i in range(2)]
         )
     torch.testing.assert_close(out.main, ref)
 

@@ -23,7 +23,10 @@ def test_prints_one_timed_line_per_method() -> None:
     lines = res.stdout.strip().splitlines()
     assert lines[0].startswith("# light, 32x32, 2+2 slices/it, 5 classes, text dim 16")
     for name, line in zip(("adaoutput", "tcsa"), lines[1:], strict=True):
-        m = re.fullmatch(rf"\s*{name}: (\d+\.\d+) s/it over 1 it \(0 warm-up\); process max RSS (\d+\.\d+) GiB; 50,000 it = .* h", line)
+        m = re.fullmatch(
+            rf"\s*{name}: (\d+\.\d+) s/it over 1 it \(0 warm-up\); process max RSS (\d+\.\d+) GiB; 50,000 it = .* h",
+            line,
+        )
         assert m is not None, line
         assert float(m.group(1)) > 0 and float(m.group(2)) > 0
 

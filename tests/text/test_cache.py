@@ -101,8 +101,18 @@ def test_new_prompts_or_encoder_miss_the_cache(tmp_path, counting_registry):
 def test_cache_key_depends_on_identity_domains_and_prompts():
     base = cache_key("enc", ["CT"], [["a", "b"]])
     assert base == cache_key("enc", ["CT"], [["a", "b"]])
-    assert len({base, cache_key("enc2", ["CT"], [["a", "b"]]), cache_key("enc", ["MR"], [["a", "b"]]),
-                cache_key("enc", ["CT"], [["a", "c"]]), cache_key("enc", ["CT"], [["b", "a"]])}) == 5
+    assert (
+        len(
+            {
+                base,
+                cache_key("enc2", ["CT"], [["a", "b"]]),
+                cache_key("enc", ["MR"], [["a", "b"]]),
+                cache_key("enc", ["CT"], [["a", "c"]]),
+                cache_key("enc", ["CT"], [["b", "a"]]),
+            }
+        )
+        == 5
+    )
 
 
 def test_unreadable_cache_entry_is_reported_and_recomputed(tmp_path, counting_registry):
@@ -124,8 +134,11 @@ def test_cache_root_from_environment(tmp_path, monkeypatch, counting_registry):
 
 def test_text_embeddings_round_trip_and_checks(tmp_path):
     emb = TextEmbeddings(
-        domains=["CT"], class_names=["bg", "heart"], prompts=[["p0", "p1"]],
-        embeddings=torch.tensor([[[1.0, 0.0], [0.6, 0.8]]], dtype=torch.float64), encoder="e",
+        domains=["CT"],
+        class_names=["bg", "heart"],
+        prompts=[["p0", "p1"]],
+        embeddings=torch.tensor([[[1.0, 0.0], [0.6, 0.8]]], dtype=torch.float64),
+        encoder="e",
     )
     assert emb.dim == 2 and emb.embeddings.dtype == torch.float32
     torch.testing.assert_close(emb.for_domain("CT"), torch.tensor([[1.0, 0.0], [0.6, 0.8]]))

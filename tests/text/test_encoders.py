@@ -33,8 +33,12 @@ def save_tiny_bert(folder: Path, seed: int = 0) -> Path:
     vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
     BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True).save_pretrained(folder)
     config = BertConfig(
-        vocab_size=len(vocab), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=16, max_position_embeddings=32,
+        vocab_size=len(vocab),
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=32,
     )
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(folder)
@@ -48,13 +52,29 @@ def save_tiny_clip(folder: Path, with_projection: bool) -> Path:
     save_tiny_bert(folder)  # for its tokenizer files; the weights are overwritten below
     (folder / "model.safetensors").unlink()
     vocab = len((folder / "vocab.txt").read_text(encoding="utf-8").split())
-    text = dict(vocab_size=vocab, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
-                num_attention_heads=2, max_position_embeddings=32, projection_dim=6,
-                bos_token_id=2, eos_token_id=3, pad_token_id=0)
+    text = {
+        "vocab_size": vocab,
+        "hidden_size": 8,
+        "intermediate_size": 16,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 32,
+        "projection_dim": 6,
+        "bos_token_id": 2,
+        "eos_token_id": 3,
+        "pad_token_id": 0,
+    }
     torch.manual_seed(0)
     if with_projection:
-        vision = dict(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
-                      image_size=8, patch_size=4, projection_dim=6)
+        vision = {
+            "hidden_size": 8,
+            "intermediate_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 8,
+            "patch_size": 4,
+            "projection_dim": 6,
+        }
         CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=6)).save_pretrained(folder)
     else:
         CLIPTextModel(CLIPTextConfig(**text)).save_pretrained(folder)
@@ -78,7 +98,12 @@ def test_registry_lists_the_three_builtin_encoders():
 
 @pytest.mark.parametrize(
     ("name", "fragment"),
-    [("clip", "found 'clip'"), ("", "expected one of"), ("hf", "argument is missing"), ("minilm:x", "without an argument")],
+    [
+        ("clip", "found 'clip'"),
+        ("", "expected one of"),
+        ("hf", "argument is missing"),
+        ("minilm:x", "without an argument"),
+    ],
 )
 def test_bad_encoder_names_list_the_valid_ones(name, fragment):
     with pytest.raises(ConfigError) as info:
@@ -149,7 +174,9 @@ def test_minilm_runs_offline_384d_unit_norm_and_deterministic(minilm):
 
 
 def test_minilm_embeddings_are_semantic(minilm):
-    vec = minilm.encode(["A CT scan of the heart muscle.", "A computed tomography of a myocardium.", "A photo of a cat."])
+    vec = minilm.encode(
+        ["A CT scan of the heart muscle.", "A computed tomography of a myocardium.", "A photo of a cat."]
+    )
     assert float(vec[0] @ vec[1]) > float(vec[0] @ vec[2]) + 0.3
 
 
@@ -220,7 +247,7 @@ def test_hf_clip_text_tower(tmp_path, with_projection, dim):
 
 def test_hf_folder_without_config_is_a_config_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="config.json"):
+    with pytest.raises(ConfigError, match=r"config.json"):
         get_encoder(f"hf:{tmp_path / 'empty'}").encode(["a"])
 
 
@@ -259,7 +286,7 @@ def test_file_encoder_bad_files(tmp_path):
         get_encoder(f"file:{tmp_path / 'none.pt'}")
     torch.save({"weights": torch.zeros(1, 1, 1)}, tmp_path / "nokey.pt")
     with pytest.raises(ConfigError, match="key 'embeddings'"):
-        get_encoder(f"file:{tmp_path / 'nokey.pt'}").dim
+        _ = get_encoder(f"file:{tmp_path / 'nokey.pt'}").dim
     torch.save(torch.zeros(3, 4), tmp_path / "flat.pt")
     with pytest.raises(ConfigError, match=r"found shape \[3, 4\]"):
-        get_encoder(f"file:{tmp_path / 'flat.pt'}").dim
+        _ = get_encoder(f"file:{tmp_path / 'flat.pt'}").dim

@@ -54,7 +54,7 @@ def mmwhs_command(
     ),
     progress: bool = _PROGRESS,
 ) -> None:
-    """MM-WHS 2017 CT + MR NIfTI: codes 205/420/500/820 -> MYO/LAC/LVC/AA, SIFA test ids, RAS+ (slice with --axis coronal)."""
+    """MM-WHS 2017 CT + MR NIfTI: codes 205/420/500/820 -> MYO/LAC/LVC/AA, SIFA test ids, RAS+ (coronal slices)."""
     from tcsa_uda.data.convert.mmwhs import convert_mmwhs
 
     _report(

@@ -16,16 +16,28 @@ def demo_command(
     seed: int = typer.Option(0, "--seed", help="Seed of the phantom and of training."),
     cases: int = typer.Option(10, "--cases", help="Phantom cases per domain."),
     size: int = typer.Option(96, "--size", help="Slice size for prepare."),
-    iterations_scale: float = typer.Option(1.0, "--iterations-scale", help="Scale every stage's iterations (e.g. 0.05 for a smoke run)."),
-    override: list[str] = typer.Option([], "--set", help="Config override key.sub=value applied to both trainings (repeatable)."),
+    iterations_scale: float = typer.Option(
+        1.0, "--iterations-scale", help="Scale every stage's iterations (e.g. 0.05 for a smoke run)."
+    ),
+    override: list[str] = typer.Option(
+        [], "--set", help="Config override key.sub=value applied to both trainings (repeatable)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """phantom -> prepare -> train source-only and TCSA-UDA -> evaluate -> results.md/json + figure."""
-    from tcsa_uda.demo import DemoSettings, run_demo, results_markdown
+    from tcsa_uda.demo import DemoSettings, results_markdown, run_demo
 
     res = run_demo(
-        DemoSettings(out=out, direction=direction, seed=seed, cases=cases, size=size,
-                     iterations_scale=iterations_scale, overrides=tuple(override), progress=progress)
+        DemoSettings(
+            out=out,
+            direction=direction,
+            seed=seed,
+            cases=cases,
+            size=size,
+            iterations_scale=iterations_scale,
+            overrides=tuple(override),
+            progress=progress,
+        )
     )
     typer.echo(results_markdown(res))
     typer.echo(f"written: {out / 'results.md'}, {out / 'results.json'}, {out / 'figure.png'}")

@@ -47,7 +47,9 @@ def _console_for(emb: TextEmbeddings) -> Console:
 def embed_text_command(
     dataset: Path = typer.Argument(..., help="Dataset folder holding dataset.json (or the path of the file)."),
     encoder: str = typer.Option(
-        DEFAULT_ENCODER, "--encoder", help="Text encoder: minilm (offline default), hf:<folder> or file:<embeddings.pt>."
+        DEFAULT_ENCODER,
+        "--encoder",
+        help="Text encoder: minilm (offline default), hf:<folder> or file:<embeddings.pt>.",
     ),
     template: str = typer.Option(
         DEFAULT_TEMPLATE, "--template", help="Prompt template with {class} and optionally {modality}."

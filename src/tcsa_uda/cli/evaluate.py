@@ -47,7 +47,9 @@ def evaluate_command(
     ),
     label: str | None = typer.Option(None, "--label", help="Row name in the tables (default: the method)."),
     model_selection: str | None = typer.Option(
-        None, "--model-selection", help="How the model was chosen, printed in the tables (default: from the checkpoint)."
+        None,
+        "--model-selection",
+        help="How the model was chosen, printed in the tables (default: from the checkpoint).",
     ),
     class_order: str | None = typer.Option(
         None, "--class-order", help="Comma-separated class names in table column order (default: id order)."

@@ -31,7 +31,9 @@ def predict_command(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     channel: int | None = typer.Option(None, "--channel", help="Volume of a 4D NIfTI input to use (0-based)."),
     classes: str | None = typer.Option(
-        None, "--classes", help="Comma-separated class names you expect (background first); checked against the checkpoint."
+        None,
+        "--classes",
+        help="Comma-separated class names you expect (background first); checked against the checkpoint.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the volumes."),
 ) -> None:

@@ -43,5 +43,8 @@ def summary(index: PreparedIndex) -> str:
             sel = [c for c in cases if c.split == split]
             labelled = sum(c.labelled for c in sel)
             slices = sum(c.n_slices for c in sel)
-            lines.append(f"  {domain} ({index.modalities[domain]}) {split}: {len(sel)} case(s), {labelled} labelled, {slices} slices")
+            lines.append(
+                f"  {domain} ({index.modalities[domain]}) {split}: {len(sel)} case(s), {labelled} labelled, {slices} "
+                "slices"
+            )
     return "\n".join(lines)

@@ -19,9 +19,13 @@ from tcsa_uda.paths import results_root
 @app.command("train", context_settings={"allow_extra_args": False})
 def train_command(
     config: Path = typer.Argument(..., help="YAML training config (see configs/)."),
-    overrides: list[str] = typer.Argument(None, help="Overrides of the form key.sub=value, e.g. stages.0.iterations=100."),
+    overrides: list[str] = typer.Argument(
+        None, help="Overrides of the form key.sub=value, e.g. stages.0.iterations=100."
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default: $TCSA_UDA_RESULTS/<config name>)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out from its last checkpoint."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted run in --out from its last checkpoint."
+    ),
 ) -> None:
     """Train one or more stages (e.g. TCSA stage 1 + stage 2) as the config describes."""
     from tcsa_uda.engine.trainer import train

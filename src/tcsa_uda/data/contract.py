@@ -132,7 +132,9 @@ def _check_labels(labels: Any, file: str, problems: list[Problem]) -> dict[str, 
     return out
 
 
-def _check_case(raw: Any, domain: str, index: int, file: str, problems: list[Problem], warns: list[str]) -> CaseSpec | None:
+def _check_case(
+    raw: Any, domain: str, index: int, file: str, problems: list[Problem], warns: list[str]
+) -> CaseSpec | None:
     where = f"{domain}/cases[{index}]"
     if not isinstance(raw, Mapping):
         problems.append(Problem(where, file, f"expected a mapping with id, image, split, found {raw!r}"))
@@ -147,14 +149,18 @@ def _check_case(raw: Any, domain: str, index: int, file: str, problems: list[Pro
         problems.append(Problem(where, file, f"expected a relative path string 'image', found {image!r}"))
     label = raw.get("label")
     if label is not None and (not isinstance(label, str) or not label):
-        problems.append(Problem(where, file, f"expected 'label' to be a relative path string or absent, found {label!r}"))
+        problems.append(
+            Problem(where, file, f"expected 'label' to be a relative path string or absent, found {label!r}")
+        )
     split = raw.get("split")
     if split not in SPLITS:
         problems.append(Problem(where, file, f"expected 'split' in {list(SPLITS)}, found {split!r}"))
     for key in ("image", "label"):
         value = raw.get(key)
         if isinstance(value, str) and Path(value).is_absolute():
-            problems.append(Problem(where, file, f"expected '{key}' relative to the dataset folder, found absolute path {value!r}"))
+            problems.append(
+                Problem(where, file, f"expected '{key}' relative to the dataset folder, found absolute path {value!r}")
+            )
     unknown = sorted(set(raw) - CASE_KEYS)
     if unknown:
         warns.append(f"{file} [{where}]: unknown key(s) {unknown} ignored (known: {sorted(CASE_KEYS)})")
@@ -165,7 +171,9 @@ def _check_case(raw: Any, domain: str, index: int, file: str, problems: list[Pro
     return CaseSpec(id=cid, image=image, split=split, label=label or None)
 
 
-def parse_dataset(data: Any, root: Path, file: str | None = None) -> tuple[DatasetSpec | None, list[Problem], list[str]]:
+def parse_dataset(
+    data: Any, root: Path, file: str | None = None
+) -> tuple[DatasetSpec | None, list[Problem], list[str]]:
     """Check the structure of a ``dataset.json`` mapping.
 
     Args:
@@ -180,7 +188,11 @@ def parse_dataset(data: Any, root: Path, file: str | None = None) -> tuple[Datas
     problems: list[Problem] = []
     warns: list[str] = []
     if not isinstance(data, Mapping):
-        return None, [Problem("dataset", file, f"expected a JSON object at the top level, found {type(data).__name__}")], warns
+        return (
+            None,
+            [Problem("dataset", file, f"expected a JSON object at the top level, found {type(data).__name__}")],
+            warns,
+        )
     for key in ("name", "labels", "domains"):
         if key not in data:
             problems.append(Problem(key, file, f"required key '{key}' is missing"))
@@ -196,20 +208,34 @@ def parse_dataset(data: Any, root: Path, file: str | None = None) -> tuple[Datas
         descriptions_raw = {}
     descriptions: dict[str, str] = {}
     if not isinstance(descriptions_raw, Mapping):
-        problems.append(Problem("class_descriptions", file, f"expected a mapping class name -> text, found {descriptions_raw!r}"))
+        problems.append(
+            Problem("class_descriptions", file, f"expected a mapping class name -> text, found {descriptions_raw!r}")
+        )
     else:
         for cname, text in descriptions_raw.items():
             if labels and cname not in labels:
-                problems.append(Problem(f"class_descriptions.{cname}", file, f"expected a class declared in 'labels' ({', '.join(labels)}), found {cname!r}"))
+                problems.append(
+                    Problem(
+                        f"class_descriptions.{cname}",
+                        file,
+                        f"expected a class declared in 'labels' ({', '.join(labels)}), found {cname!r}",
+                    )
+                )
             elif not isinstance(text, str) or not text.strip():
-                problems.append(Problem(f"class_descriptions.{cname}", file, f"expected a non-empty string, found {text!r}"))
+                problems.append(
+                    Problem(f"class_descriptions.{cname}", file, f"expected a non-empty string, found {text!r}")
+                )
             else:
                 descriptions[cname] = text
     domains: dict[str, DomainSpec] = {}
     raw_domains = data.get("domains")
     if "domains" in data:
         if not isinstance(raw_domains, Mapping) or not raw_domains:
-            problems.append(Problem("domains", file, f"expected a non-empty mapping of domain name -> domain, found {raw_domains!r}"))
+            problems.append(
+                Problem(
+                    "domains", file, f"expected a non-empty mapping of domain name -> domain, found {raw_domains!r}"
+                )
+            )
         else:
             for dname, draw in raw_domains.items():
                 spec = _check_domain(str(dname), draw, file, problems, warns)
@@ -230,10 +256,16 @@ def _check_domain(dname: str, draw: Any, file: str, problems: list[Problem], war
         return None
     modality = draw.get("modality")
     if not isinstance(modality, str) or not modality.strip():
-        problems.append(Problem(dname, file, f"expected a non-empty string 'modality' (e.g. 'computed tomography'), found {modality!r}"))
+        problems.append(
+            Problem(
+                dname, file, f"expected a non-empty string 'modality' (e.g. 'computed tomography'), found {modality!r}"
+            )
+        )
     channel = draw.get("channel")
     if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
-        problems.append(Problem(dname, file, f"expected 'channel' to be a non-negative integer or absent, found {channel!r}"))
+        problems.append(
+            Problem(dname, file, f"expected 'channel' to be a non-negative integer or absent, found {channel!r}")
+        )
     unknown = sorted(set(draw) - DOMAIN_KEYS)
     if unknown:
         warns.append(f"{file} [{dname}]: unknown key(s) {unknown} ignored (known: {sorted(DOMAIN_KEYS)})")
@@ -250,12 +282,20 @@ def _check_domain(dname: str, draw: Any, file: str, problems: list[Problem], war
         if case is None:
             continue
         if case.id in seen:
-            problems.append(Problem(f"{dname}/{case.id}", file, f"expected unique case ids within domain {dname!r}, found {case.id!r} twice"))
+            problems.append(
+                Problem(
+                    f"{dname}/{case.id}",
+                    file,
+                    f"expected unique case ids within domain {dname!r}, found {case.id!r} twice",
+                )
+            )
         seen.add(case.id)
         cases.append(case)
     if not isinstance(modality, str) or not modality.strip():
         return None
-    return DomainSpec(name=dname, modality=modality, cases=tuple(cases), channel=channel if isinstance(channel, int) else None)
+    return DomainSpec(
+        name=dname, modality=modality, cases=tuple(cases), channel=channel if isinstance(channel, int) else None
+    )
 
 
 def read_dataset_json(folder: str | Path) -> tuple[Path, Any]:
@@ -270,7 +310,9 @@ def read_dataset_json(folder: str | Path) -> tuple[Path, Any]:
     if path.is_dir():
         path = path / DATASET_FILE
     if not path.is_file():
-        raise MissingPathError(f"{path}: no {DATASET_FILE} found (expected a dataset folder, see docs/dataset_format.md).")
+        raise MissingPathError(
+            f"{path}: no {DATASET_FILE} found (expected a dataset folder, see docs/dataset_format.md)."
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

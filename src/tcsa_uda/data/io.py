@@ -65,7 +65,8 @@ def select_3d(data: np.ndarray, channel: int | None, path: Path, what: str) -> n
         if channel is not None:
             if not 0 <= channel < data.shape[3]:
                 raise DatasetError(
-                    f"{path}: channel {channel} requested but the {what} has {data.shape[3]} volumes (shape {data.shape})."
+                    f"{path}: channel {channel} requested but the {what} has {data.shape[3]} volumes (shape "
+                    f"{data.shape})."
                 )
             return data[..., channel]
         if data.shape[3] == 1:

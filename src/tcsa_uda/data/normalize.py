@@ -85,7 +85,9 @@ def check_percentiles(percentiles: tuple[float, float], what: str = "clip_percen
     return low, high
 
 
-def fit_normalization(array: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5), what: str = "image") -> NormalizationRecord:
+def fit_normalization(
+    array: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5), what: str = "image"
+) -> NormalizationRecord:
     """Compute the clipping values and statistics of one volume.
 
     Args:

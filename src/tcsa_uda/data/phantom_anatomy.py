@@ -220,9 +220,7 @@ def sample_anatomy(rng: np.random.Generator, prior: AnatomyPrior | None = None) 
     )
 
 
-def smooth_random_field(
-    rng: np.random.Generator, components: int, spacing_mm: float, points: np.ndarray
-) -> np.ndarray:
+def smooth_random_field(rng: np.random.Generator, components: int, spacing_mm: float, points: np.ndarray) -> np.ndarray:
     """A smooth random field with unit-scale values, evaluated at world ``points``.
 
     Standard-normal coefficients on a control grid of ``spacing_mm`` over :data:`FIELD_BOX` are
@@ -238,12 +236,10 @@ def smooth_random_field(
     Returns:
         Array of shape ``(components, *grid)``.
     """
-    dims = tuple(int(math.ceil((hi - lo) / spacing_mm)) + 1 for lo, hi in FIELD_BOX)
+    dims = tuple(math.ceil((hi - lo) / spacing_mm) + 1 for lo, hi in FIELD_BOX)
     coeffs = rng.standard_normal((components, *dims))
     index = np.stack([(points[i] - FIELD_BOX[i][0]) / spacing_mm for i in range(3)])
-    return np.stack(
-        [ndimage.map_coordinates(coeffs[c], index, order=3, mode="nearest") for c in range(components)]
-    )
+    return np.stack([ndimage.map_coordinates(coeffs[c], index, order=3, mode="nearest") for c in range(components)])
 
 
 def heart_frame(params: AnatomyParams) -> np.ndarray:
@@ -299,9 +295,7 @@ def render_anatomy(params: AnatomyParams, points: np.ndarray) -> tuple[np.ndarra
     rng = np.random.default_rng(params.field_seed)
     # Whole-body smooth deformation: shapes are evaluated at displaced coordinates.
     p = points + params.deformation_mm * smooth_random_field(rng, 3, params.deformation_spacing, points)
-    heart_p = p + params.heart_irregularity_mm * smooth_random_field(
-        rng, 3, params.heart_irregularity_spacing, points
-    )
+    heart_p = p + params.heart_irregularity_mm * smooth_random_field(rng, 3, params.heart_irregularity_spacing, points)
     fat_pattern = smooth_random_field(rng, 1, params.fat_patch_spacing, points)[0]
 
     tissue = np.full(points.shape[1:], Tissue.AIR, dtype=np.uint8)

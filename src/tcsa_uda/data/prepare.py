@@ -427,7 +427,8 @@ class PreparedIndex:
         """
         if domain not in self.modalities:
             raise DatasetError(
-                f"{self.root / INDEX_FILE}: no domain {domain!r}; the prepared domains are {', '.join(self.modalities)}."
+                f"{self.root / INDEX_FILE}: no domain {domain!r}; the prepared domains are "
+                f"{', '.join(self.modalities)}."
             )
         splits = _split_set(split)
         return [c for c in self.all_cases if c.domain == domain and (splits is None or c.split in splits)]
@@ -467,13 +468,19 @@ def load_prepared(out: str | Path) -> PreparedIndex:
         )
     data = _read_index(path)
     if data is None:
-        raise DatasetError(f"{path}: not a valid prepared index (format version {FORMAT_VERSION}); run `tcsa-uda prepare` again.")
+        raise DatasetError(
+            f"{path}: not a valid prepared index (format version {FORMAT_VERSION}); run `tcsa-uda prepare` again."
+        )
     if not data.get("complete", False):
-        raise DatasetError(f"{path}: the prepare run that wrote it was interrupted; run `tcsa-uda prepare` again to finish.")
+        raise DatasetError(
+            f"{path}: the prepare run that wrote it was interrupted; run `tcsa-uda prepare` again to finish."
+        )
     try:
         index = _index_from_dict(root, data)
     except (KeyError, TypeError, ValueError) as exc:
-        raise DatasetError(f"{path}: malformed entry ({type(exc).__name__}: {exc}); run `tcsa-uda prepare` again.") from exc
+        raise DatasetError(
+            f"{path}: malformed entry ({type(exc).__name__}: {exc}); run `tcsa-uda prepare` again."
+        ) from exc
     missing = [str(p) for c in index.all_cases for p in (c.image, c.label) if p is not None and not p.is_file()]
     if missing:
         listed = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -555,7 +562,9 @@ def prepare_dataset(
     """
     low, high = check_percentiles(clip_percentiles)
     # The canonical spelling ("axial", "0") so that equal settings compare equal between runs.
-    cfg = PrepareConfig(dataset=Path(dataset), out=Path(out), axis=str(parse_axis(axis)), size=size, clip_percentiles=(low, high))
+    cfg = PrepareConfig(
+        dataset=Path(dataset), out=Path(out), axis=str(parse_axis(axis)), size=size, clip_percentiles=(low, high)
+    )
     spec = load_dataset(cfg.dataset)
     root = cfg.out
     root.mkdir(parents=True, exist_ok=True)
@@ -725,7 +734,9 @@ def _load_label(path: Path, shape: tuple[int, ...], num_classes: int) -> np.ndar
     """
     arr = load_nifti(path, what="label").array
     if arr.shape != tuple(shape):
-        raise DatasetError(f"{path}: expected the label shape to equal the image shape {tuple(shape)}, found {arr.shape}.")
+        raise DatasetError(
+            f"{path}: expected the label shape to equal the image shape {tuple(shape)}, found {arr.shape}."
+        )
     if arr.dtype.kind not in "biuf":
         raise DatasetError(f"{path}: expected an integer label map, found dtype {arr.dtype}.")
     if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):

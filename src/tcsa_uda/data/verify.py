@@ -119,7 +119,7 @@ def _short(values: list[Any]) -> str:
 def _strip_path(message: str, path: Path) -> str:
     """Drop the ``path: `` prefix of an error message (the Problem already names the file)."""
     prefix = f"{path}: "
-    return message[len(prefix):] if message.startswith(prefix) else message
+    return message[len(prefix) :] if message.startswith(prefix) else message
 
 
 def _lenient_targets(data: Any) -> tuple[list[_Target], set[int] | None]:
@@ -184,7 +184,7 @@ def _header_shape(path: Path) -> tuple[int, ...] | None:
     """
     try:
         return tuple(int(n) for n in nib.load(str(path)).shape)
-    except Exception:  # nibabel raises many types for missing or corrupt files
+    except Exception:  # noqa: BLE001  (nibabel raises many types for missing or corrupt files)
         return None
 
 

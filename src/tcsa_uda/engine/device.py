@@ -19,7 +19,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"device={name!r} requested but CUDA is not available on this machine; use device=cpu or auto.")
+            raise ConfigError(
+                f"device={name!r} requested but CUDA is not available on this machine; use device=cpu or auto."
+            )
         dev = torch.device(name)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(f"device={name!r}: only {torch.cuda.device_count()} CUDA device(s) present.")

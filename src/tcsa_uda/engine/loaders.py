@@ -26,14 +26,18 @@ class EndlessLoader:
         name: used in error messages.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0, name: str = "dataset") -> None:
+    def __init__(
+        self, dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0, name: str = "dataset"
+    ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size: expected a positive integer, found {batch_size!r}.")
         if num_workers < 0:
             raise ConfigError(f"num_workers: expected 0 or more, found {num_workers!r}.")
         n = len(dataset)  # type: ignore[arg-type]
         if n < batch_size:
-            raise DatasetError(f"{name}: {n} slices, fewer than one batch of {batch_size}; lower data.batch_size or add cases.")
+            raise DatasetError(
+                f"{name}: {n} slices, fewer than one batch of {batch_size}; lower data.batch_size or add cases."
+            )
         self.dataset = dataset
         self.batch_size = batch_size
         self.seed = seed

@@ -67,7 +67,9 @@ class SliceSubset:
     labels: Tensor | None  # (N, H, W) int64
 
 
-def _subset(index: PreparedIndex, domain: str, split: str, labelled: bool, max_slices: int, foreground_only: bool) -> SliceSubset | None:
+def _subset(
+    index: PreparedIndex, domain: str, split: str, labelled: bool, max_slices: int, foreground_only: bool
+) -> SliceSubset | None:
     cases = [c for c in index.cases(domain, split) if (c.labelled or not labelled)]
     if not cases:
         return None

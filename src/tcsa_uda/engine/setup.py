@@ -66,7 +66,8 @@ def resolve_prepared(path: str) -> Path:
         return Path(root) / p
     raise MissingPathError(
         f"data.prepared={path!r}: no such folder (looked in the current folder"
-        f"{' and in $' + DATA_ENV if root else '; $' + DATA_ENV + ' is not set'}). Run `tcsa-uda prepare DATASET --out {path}` first."
+        f"{' and in $' + DATA_ENV if root else '; $' + DATA_ENV + ' is not set'}). Run `tcsa-uda prepare DATASET "
+        f"--out {path}` first."
     )
 
 
@@ -88,10 +89,13 @@ def build_run_inputs(cfg: TrainConfig, device: torch.device, rank: int = 0) -> R
     src, tgt = cfg.data.source, cfg.data.target
     for key, name in (("data.source", src), ("data.target", tgt)):
         if name not in index.modalities:
-            raise ConfigError(f"{key}={name!r}: no such domain in {index.root}; prepared domains: {', '.join(index.modalities)}.")
+            raise ConfigError(
+                f"{key}={name!r}: no such domain in {index.root}; prepared domains: {', '.join(index.modalities)}."
+            )
     if cfg.data.classes is not None and list(cfg.data.classes) != list(index.class_names):
         raise ConfigError(
-            f"data.classes={list(cfg.data.classes)} differs from the classes of {index.root}: {list(index.class_names)}."
+            f"data.classes={list(cfg.data.classes)} differs from the classes of {index.root}: "
+            f"{list(index.class_names)}."
         )
     splits = tuple(cfg.data.train_splits)
     src_ds = SliceDataset(index, src, split=splits, with_labels=True)

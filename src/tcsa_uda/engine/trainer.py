@@ -65,9 +65,14 @@ def validate_config(cfg: TrainConfig) -> None:
     for stage in cfg.stages:
         method_class(stage.method)
     if not cfg.data.source or not cfg.data.target:
-        raise ConfigError(f"data.source and data.target must name domains; found source={cfg.data.source!r}, target={cfg.data.target!r}.")
+        raise ConfigError(
+            f"data.source and data.target must name domains; found source={cfg.data.source!r}, "
+            f"target={cfg.data.target!r}."
+        )
     if cfg.data.source == cfg.data.target:
-        raise ConfigError(f"data.source and data.target are both {cfg.data.source!r}: adaptation needs two different domains.")
+        raise ConfigError(
+            f"data.source and data.target are both {cfg.data.source!r}: adaptation needs two different domains."
+        )
 
 
 def build_model(cfg: TrainConfig, inputs: RunInputs) -> nn.Module:
@@ -195,7 +200,9 @@ def _run_stage(
     method = build_method(stage.method, ctx)
     optimizers = method.build_optimizers()
     loaders = inputs.make_loaders(seed=cfg.seed + 7919 * k + 104729 * dist_info.rank, uses_target=method.uses_target)
-    selector = Selector.build(cfg.selection, inputs.index, cfg.data.source, cfg.data.target) if dist_info.is_main else None
+    selector = (
+        Selector.build(cfg.selection, inputs.index, cfg.data.source, cfg.data.target) if dist_info.is_main else None
+    )
     start = 0
     if resume and (sdir / LAST).is_file():
         state = load_checkpoint(sdir / LAST, map_location=device)
@@ -238,7 +245,9 @@ def _run_stage(
                 logger.log(step, logs)
             if selector is not None and (step % cfg.selection.every == 0 or step == stage.iterations):
                 _select(cfg, inputs, model, method, selector, k, step, sdir, logger)
-            bar.set_postfix({key: f"{v:.3f}" for key, v in logs.items() if key in ("loss", "seg", "adv", "proto", "vl_s", "vl_t")})
+            bar.set_postfix(
+                {key: f"{v:.3f}" for key, v in logs.items() if key in ("loss", "seg", "adv", "proto", "vl_s", "vl_t")}
+            )
             bar.update(1)
             if dist_info.is_main and step % cfg.checkpoint_every == 0 and step < stage.iterations:
                 payload = checkpoint_payload(cfg, inputs, model, k, step, method, optimizers, loaders)
@@ -247,7 +256,9 @@ def _run_stage(
                 save_checkpoint(sdir / LAST, payload)
         if dist_info.is_main:
             info = {"criterion": "last", "iteration": stage.iterations}
-            save_checkpoint(sdir / FINAL, checkpoint_payload(cfg, inputs, model, k, stage.iterations, method, selection=info))
+            save_checkpoint(
+                sdir / FINAL, checkpoint_payload(cfg, inputs, model, k, stage.iterations, method, selection=info)
+            )
     finally:
         bar.close()
         if logger is not None:

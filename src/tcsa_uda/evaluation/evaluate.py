@@ -274,7 +274,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedMo
     ck = load_checkpoint(path, map_location=device)
     missing = [k for k in _CHECKPOINT_KEYS if k not in ck]
     if missing:
-        raise CheckpointError(f"{path}: expected a training checkpoint with keys {list(_CHECKPOINT_KEYS)}, missing {missing}.")
+        raise CheckpointError(
+            f"{path}: expected a training checkpoint with keys {list(_CHECKPOINT_KEYS)}, missing {missing}."
+        )
     class_names = [str(c) for c in ck["class_names"]]
     try:
         text = TextEmbeddings.from_dict(ck["text"], source=f"{path} ['text']")
@@ -588,9 +590,8 @@ def read_prediction(path: Path, gt_path: Path, gt_shape: tuple[int, ...], class_
     arr = np.asarray(vol.array)
     if arr.dtype.kind not in "biuf":
         raise DatasetError(f"{path}: expected an integer label map, found dtype {arr.dtype}.")
-    if arr.dtype.kind == "f":
-        if not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
-            raise DatasetError(f"{path}: expected integer label ids, found non-integer values.")
+    if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+        raise DatasetError(f"{path}: expected integer label ids, found non-integer values.")
     if arr.shape != tuple(gt_shape):
         raise DatasetError(
             f"prediction {path} has shape {arr.shape} but the ground truth {gt_path} has shape {tuple(gt_shape)}; "
@@ -704,7 +705,9 @@ def order_classes(class_names: Sequence[str], order: Sequence[str] | None) -> di
     if not order:
         return fg
     if sorted(order) != sorted(fg.values()):
-        raise ConfigError(f"class order: expected each foreground class once, {sorted(fg.values())}, found {list(order)}.")
+        raise ConfigError(
+            f"class order: expected each foreground class once, {sorted(fg.values())}, found {list(order)}."
+        )
     by_name = {n: i for i, n in fg.items()}
     return {by_name[n]: n for n in order}
 
@@ -757,7 +760,9 @@ def run_evaluation(
     if (checkpoint is None) == (pred_dir is None):
         raise ConfigError("evaluate: give either a run folder / checkpoint or --pred DIR (exactly one of them).")
     if pred_dir is not None and (flip or save_predictions):
-        raise ConfigError("evaluate --pred scores label maps already on disk: --flip and --save-predictions need a model.")
+        raise ConfigError(
+            "evaluate --pred scores label maps already on disk: --flip and --save-predictions need a model."
+        )
     source = load_evaluation_source(dataset)
     columns = order_classes(_class_names(source), class_order)  # checked before the (slow) evaluation
     kind = "prepared" if isinstance(source, PreparedIndex) else "raw"
@@ -777,11 +782,21 @@ def run_evaluation(
         save_dir = out / PREDICTIONS_DIR if save_predictions else None
         if isinstance(source, PreparedIndex):
             acc = evaluate_domain(
-                loaded, source, domain, split, batch_size=batch_size, device=device,
-                settings=settings, flip=flip, progress=progress, save_dir=save_dir,
+                loaded,
+                source,
+                domain,
+                split,
+                batch_size=batch_size,
+                device=device,
+                settings=settings,
+                flip=flip,
+                progress=progress,
+                save_dir=save_dir,
             )
         else:
-            acc = evaluate_dataset(loaded, source, domain, split, settings, batch_size, device, flip, progress, save_dir)
+            acc = evaluate_dataset(
+                loaded, source, domain, split, settings, batch_size, device, flip, progress, save_dir
+            )
         model_selection = model_selection or loaded.model_selection()
         ck = loaded.checkpoint
         row_label = label or str(ck.get("method") or Path(str(loaded.path)).stem)

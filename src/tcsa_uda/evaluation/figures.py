@@ -299,9 +299,7 @@ def plot_gradcam(
     """
     n = images.shape[0]
     if maps.ndim != 4 or maps.shape[0] != n or maps.shape[1] != len(classes) or maps.shape[2:] != images.shape[1:]:
-        raise ConfigError(
-            f"Grad-CAM maps: expected shape {(n, len(classes), *images.shape[1:])}, found {maps.shape}."
-        )
+        raise ConfigError(f"Grad-CAM maps: expected shape {(n, len(classes), *images.shape[1:])}, found {maps.shape}.")
     if ground_truth is not None:
         _check_stack("Grad-CAM ground truth", ground_truth, images.shape)
     if len(titles) != n or n == 0:

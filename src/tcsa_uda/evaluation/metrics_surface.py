@@ -168,6 +168,4 @@ def hd_percentile_from_distances(
         raise ConfigError(f"percentile: expected a value in [0, 100], found {percentile!r}.")
     if variant == "pooled":
         return float(np.percentile(distances.pooled, percentile))
-    return float(
-        max(np.percentile(distances.pred_to_gt, percentile), np.percentile(distances.gt_to_pred, percentile))
-    )
+    return float(max(np.percentile(distances.pred_to_gt, percentile), np.percentile(distances.gt_to_pred, percentile)))

@@ -108,7 +108,9 @@ def find_inputs(path: str | Path) -> list[InputVolume]:
             series.setdefault(str(ds.SeriesInstanceUID), []).append((p, ds))
     inputs.extend(_series_inputs(root, series))
     if not inputs:
-        raise DatasetError(f"{root}: no NIfTI file (.nii/.nii.gz) and no DICOM series found (searched all sub-folders).")
+        raise DatasetError(
+            f"{root}: no NIfTI file (.nii/.nii.gz) and no DICOM series found (searched all sub-folders)."
+        )
     seen: dict[str, Path] = {}
     for item in inputs:
         key = item.name.lower()
@@ -312,7 +314,14 @@ def predict_paths(
         vol = load_input(item, channel)
         what = str(item.source)
         pred = predict_volume(
-            loaded.model, vol.array, vol.affine, text, settings, batch_size, flip, keep_probabilities=probabilities,
+            loaded.model,
+            vol.array,
+            vol.affine,
+            text,
+            settings,
+            batch_size,
+            flip,
+            keep_probabilities=probabilities,
             what=what,
         )
         save_nifti(labels_path, pred.labels, vol.affine, vol.header)

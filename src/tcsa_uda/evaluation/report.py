@@ -421,7 +421,12 @@ def _selection_markdown(run: Path, stages: Sequence[StageMetrics]) -> list[str]:
     ]
     for stage in studied:
         study = study_stage(stage)
-        lines += [f"### {study.stage}: {study.points} selection points", "", study_markdown({run.name: study}).rstrip(), ""]
+        lines += [
+            f"### {study.stage}: {study.points} selection points",
+            "",
+            study_markdown({run.name: study}).rstrip(),
+            "",
+        ]
     return lines
 
 

@@ -96,7 +96,10 @@ def replay(rows: Sequence[Mapping[str, float]], criterion: str) -> int:
     if not rows:
         raise ConfigError("selection study: no 'select' rows (train with selection.every set).")
     if criterion != "last" and criterion not in rows[0]:
-        raise ConfigError(f"selection study: criterion {criterion!r} was not logged; logged: {sorted(k for k in rows[0] if k != 'step')}.")
+        raise ConfigError(
+            f"selection study: criterion {criterion!r} was not logged; logged: "
+            f"{sorted(k for k in rows[0] if k != 'step')}."
+        )
     selector = Selector(cfg=SelectionConfig(criterion=criterion), source="", target="")  # type: ignore[arg-type]
     for row in rows:
         selector.update(int(row["step"]), dict(row))
@@ -121,7 +124,9 @@ def study_stage(stage: StageMetrics) -> StageStudy:
     """
     rows = select_rows(stage)
     if not rows or "oracle" not in rows[0]:
-        raise ConfigError(f"selection study: {stage.name} logged no oracle score; train with selection.log_oracle=true.")
+        raise ConfigError(
+            f"selection study: {stage.name} logged no oracle score; train with selection.log_oracle=true."
+        )
     oracle_at = {int(r["step"]): r["oracle"] for r in rows}
     oracle = [r["oracle"] for r in rows]
     picks: dict[str, Pick] = {}
@@ -141,7 +146,9 @@ def study_run(run: str | Path) -> list[StageStudy]:
     """:func:`study_stage` for every stage of the run folder ``run`` that logged selection scores."""
     stages = [s for s in load_run_metrics(run) if any(r.get("kind") == "select" for r in s.rows)]
     if not stages:
-        raise ConfigError(f"{run}: no stage folder with 'select' rows in metrics.jsonl (a run folder of `tcsa-uda train`?).")
+        raise ConfigError(
+            f"{run}: no stage folder with 'select' rows in metrics.jsonl (a run folder of `tcsa-uda train`?)."
+        )
     return [study_stage(s) for s in stages]
 
 

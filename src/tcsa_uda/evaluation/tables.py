@@ -100,10 +100,13 @@ class TableSpec:
             assd_parts(self.assd_metric)
         if self.empty_policy not in POLICY_TEXT:
             raise ConfigError(
-                f"TableSpec.empty_policy: expected one of {', '.join(map(repr, POLICY_TEXT))}, found {self.empty_policy!r}."
+                f"TableSpec.empty_policy: expected one of {', '.join(map(repr, POLICY_TEXT))}, found "
+                f"{self.empty_policy!r}."
             )
         if self.parity is not None and self.parity not in PARITY_TEXT:
-            raise ConfigError(f"TableSpec.parity: expected one of {', '.join(map(repr, PARITY_TEXT))} or None, found {self.parity!r}.")
+            raise ConfigError(
+                f"TableSpec.parity: expected one of {', '.join(map(repr, PARITY_TEXT))} or None, found {self.parity!r}."
+            )
 
 
 def assd_parts(metric: str) -> tuple[str, str]:
@@ -259,7 +262,9 @@ def latex_table(rows: Sequence[TableRow], spec: TableSpec, label: str = "tab:res
     group = " & ".join(rf"\multicolumn{{{k}}}{{c}}{{{b}}}" for b in blocks)
     rules = "".join(rf"\cmidrule(lr){{{2 + i * k}-{1 + (i + 1) * k}}}" for i in range(len(blocks)))
     header = " & ".join(["Method", *([*names, "Mean"] * len(blocks))])
-    caption = " ".join([latex_escape(title) + "." if title else "", *(latex_escape(n) for n in table_notes(spec, rows))]).strip()
+    caption = " ".join(
+        [latex_escape(title) + "." if title else "", *(latex_escape(n) for n in table_notes(spec, rows))]
+    ).strip()
     caption = caption.replace(NAN_MARK + " some", "$^{*}$ some")
     lines = [
         r"\begin{table}[t]",

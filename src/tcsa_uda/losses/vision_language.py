@@ -144,6 +144,4 @@ class VLCovarianceLoss(nn.Module):
         return covariance_cosine_loss(protos[keep], text[keep])
 
     def extra_repr(self) -> str:
-        return (
-            f"num_classes={self.num_classes}, dim={self.dim}, bank_momentum={self.bank_momentum}, mode={self.mode!r}"
-        )
+        return f"num_classes={self.num_classes}, dim={self.dim}, bank_momentum={self.bank_momentum}, mode={self.mode!r}"

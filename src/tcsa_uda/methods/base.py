@@ -114,13 +114,17 @@ class UDAMethod:
         """Stateful loss modules (prototype centres, memory banks) saved in checkpoints."""
         return nn.ModuleDict()
 
-    def generator_loss(self, out: StepOutputs, batch_s: dict[str, Tensor], iteration: int) -> tuple[Tensor, dict[str, float]]:
+    def generator_loss(
+        self, out: StepOutputs, batch_s: dict[str, Tensor], iteration: int
+    ) -> tuple[Tensor, dict[str, float]]:
         """Loss of the segmentation network for this iteration (discriminators frozen)."""
         raise NotImplementedError
 
     def source_loss(self, out: StepOutputs, batch_s: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """L_seg on the source batch (METHOD.md, Losses 1) and its logged parts (``seg``, CE and Dice terms)."""
-        seg, parts = source_segmentation_loss(out.main_s, out.aux_s, batch_s["label"], aux_weight=self.ctx.loss.aux_weight)
+        seg, parts = source_segmentation_loss(
+            out.main_s, out.aux_s, batch_s["label"], aux_weight=self.ctx.loss.aux_weight
+        )
         return seg, {"seg": float(seg.detach()), **{k: float(v) for k, v in parts.items()}}
 
     def discriminator_loss(self, out: StepOutputs) -> tuple[Tensor | None, dict[str, float]]:

@@ -21,7 +21,9 @@ class MinEnt(UDAMethod):
 
     name = "minent"
 
-    def generator_loss(self, out: StepOutputs, batch_s: dict[str, Tensor], iteration: int) -> tuple[Tensor, dict[str, float]]:
+    def generator_loss(
+        self, out: StepOutputs, batch_s: dict[str, Tensor], iteration: int
+    ) -> tuple[Tensor, dict[str, float]]:
         w = self.ctx.loss
         seg, logs = self.source_loss(out, batch_s)
         main_t, aux_t = out.target_logits()

@@ -44,7 +44,9 @@ class OutputSpaceAdversarial(UDAMethod):
             w_aux=self.ctx.loss.adv_aux,
         )
 
-    def generator_loss(self, out: StepOutputs, batch_s: dict[str, Tensor], iteration: int) -> tuple[Tensor, dict[str, float]]:
+    def generator_loss(
+        self, out: StepOutputs, batch_s: dict[str, Tensor], iteration: int
+    ) -> tuple[Tensor, dict[str, float]]:
         seg, logs = self.source_loss(out, batch_s)
         adv = self.adversarial_loss(out)
         return seg + adv, {**logs, "adv": float(adv.detach())}

@@ -15,5 +15,7 @@ class SourceOnly(UDAMethod):
     name = "source_only"
     uses_target = False
 
-    def generator_loss(self, out: StepOutputs, batch_s: dict[str, Tensor], iteration: int) -> tuple[Tensor, dict[str, float]]:
+    def generator_loss(
+        self, out: StepOutputs, batch_s: dict[str, Tensor], iteration: int
+    ) -> tuple[Tensor, dict[str, float]]:
         return self.source_loss(out, batch_s)

@@ -43,7 +43,9 @@ class TCSA(OutputSpaceAdversarial):
             }
         )
 
-    def generator_loss(self, out: StepOutputs, batch_s: dict[str, Tensor], iteration: int) -> tuple[Tensor, dict[str, float]]:
+    def generator_loss(
+        self, out: StepOutputs, batch_s: dict[str, Tensor], iteration: int
+    ) -> tuple[Tensor, dict[str, float]]:
         loss, logs = super().generator_loss(out, batch_s, iteration)
         if iteration <= self.ctx.loss.align_start or out.target is None or out.main_t is None:
             return loss, logs

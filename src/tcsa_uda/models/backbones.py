@@ -216,7 +216,9 @@ def light_resnet(base_width: int = 32, in_channels: int = 3) -> DilatedResNet:
     """
     if not isinstance(base_width, int) or isinstance(base_width, bool) or base_width < 1:
         raise ConfigError(f"light model 'base_width': expected a positive integer, found {base_width!r}.")
-    return DilatedResNet(BasicBlock, (2, 2, 2, 2), base_width=base_width, stem_channels=base_width, in_channels=in_channels)
+    return DilatedResNet(
+        BasicBlock, (2, 2, 2, 2), base_width=base_width, stem_channels=base_width, in_channels=in_channels
+    )
 
 
 def _describe(keys: Sequence[str], limit: int = 10) -> str:
@@ -247,8 +249,12 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
-        raise ConfigError(f"Backbone weights file '{path}': expected a torch state_dict, could not read it ({exc}).") from exc
-    if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise ConfigError(
+            f"Backbone weights file '{path}': expected a torch state_dict, could not read it ({exc})."
+        ) from exc
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
+    ):
         raise ConfigError(
             f"Backbone weights file '{path}': expected a mapping of parameter names to tensors, "
             f"found {type(state).__name__}."

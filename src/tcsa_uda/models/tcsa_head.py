@@ -37,7 +37,9 @@ def _check_positive(owner: str, **values: int) -> None:
             raise ConfigError(f"{owner} '{name}': expected a positive integer, found {value!r}.")
 
 
-def embedding_schedule(in_channels: int, out_channels: int = 256, n_blocks: int = 5, min_channels: int = 16) -> list[int]:
+def embedding_schedule(
+    in_channels: int, out_channels: int = 256, n_blocks: int = 5, min_channels: int = 16
+) -> list[int]:
     """Output channels of each block of the visual embedding head.
 
     Halves the width ``n_blocks - 1`` times from ``in_channels`` (never below ``min_channels``), then
@@ -66,7 +68,8 @@ class VisualEmbeddingHead(nn.Module):
         channels = embedding_schedule(in_channels, out_channels) if channels is None else list(channels)
         if not channels or channels[-1] != out_channels or any(c < 1 for c in channels):
             raise ConfigError(
-                f"VisualEmbeddingHead 'channels': expected positive widths ending with {out_channels}, found {channels}."
+                f"VisualEmbeddingHead 'channels': expected positive widths ending with {out_channels}, found "
+                f"{channels}."
             )
         layers: list[nn.Module] = []
         prev = in_channels
@@ -109,7 +112,8 @@ class GlobalToken(nn.Module):
         _check_positive("GlobalToken", in_channels=in_channels, embed_dim=embed_dim, groups=groups)
         if in_channels % groups:
             raise ConfigError(
-                f"GlobalToken: GroupNorm needs in_channels divisible by groups={groups}, found in_channels={in_channels}."
+                f"GlobalToken: GroupNorm needs in_channels divisible by groups={groups}, found "
+                f"in_channels={in_channels}."
             )
         self.norm = nn.GroupNorm(groups, in_channels)
         self.proj = nn.Conv2d(in_channels, embed_dim, 1)

@@ -65,7 +65,9 @@ class EmbeddingCache:
             warnings.warn(f"{path}: unreadable text-embedding cache entry ignored ({exc})", UserWarning, stacklevel=2)
             return None
         if not isinstance(obj, Mapping):
-            warnings.warn(f"{path}: cache entry is not a mapping ({type(obj).__name__}); ignored", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"{path}: cache entry is not a mapping ({type(obj).__name__}); ignored", UserWarning, stacklevel=2
+            )
             return None
         return dict(obj)
 

@@ -46,7 +46,9 @@ class TextEmbeddings:
     encoder: str
 
     def __post_init__(self) -> None:
-        self.embeddings = _check_shapes(self.embeddings, self.domains, self.class_names, self.prompts, "text embeddings")
+        self.embeddings = _check_shapes(
+            self.embeddings, self.domains, self.class_names, self.prompts, "text embeddings"
+        )
 
     @property
     def dim(self) -> int:
@@ -173,7 +175,9 @@ def encode_dataset_text(
             if cached is not None and cached.prompts == grid and cached.domains == names:
                 return cached
     tensor = encode_grid(enc, grid)  # (M, C, D)
-    result = TextEmbeddings(domains=names, class_names=spec.class_names, prompts=grid, embeddings=tensor, encoder=enc.identity)
+    result = TextEmbeddings(
+        domains=names, class_names=spec.class_names, prompts=grid, embeddings=tensor, encoder=enc.identity
+    )
     if cache is not None:
         cache.save(key, result.to_dict())
     return result

@@ -35,7 +35,13 @@ POOLING_MODES: tuple[str, ...] = ("mean", "cls", "max", "mean_sqrt_len")
 CLIP_MODEL_TYPES: tuple[str, ...] = ("clip", "clip_text_model")
 _BATCH_SIZE = 64
 # What torch.load raises for a missing, truncated or foreign file.
-TORCH_LOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError)
+TORCH_LOAD_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    RuntimeError,
+    EOFError,
+    ValueError,
+    pickle.UnpicklingError,
+)
 
 
 @runtime_checkable
@@ -69,7 +75,9 @@ class _Entry:
 _REGISTRY: dict[str, _Entry] = {}
 
 
-def register_encoder(name: str, factory: EncoderFactory, takes_argument: bool = False, usage: str | None = None) -> None:
+def register_encoder(
+    name: str, factory: EncoderFactory, takes_argument: bool = False, usage: str | None = None
+) -> None:
     """Register ``factory`` under ``name``.
 
     Args:
@@ -413,8 +421,14 @@ class FileTextEncoder:
                     self._prompts = [[str(p) for p in r] for r in prompts]
                 obj = obj["embeddings"]
             if not isinstance(obj, torch.Tensor) or obj.ndim != 3 or not obj.is_floating_point():
-                found = f"shape {list(obj.shape)} dtype {obj.dtype}" if isinstance(obj, torch.Tensor) else type(obj).__name__
-                raise ConfigError(f"{self.path}: expected a float tensor of shape [domains, classes, dim], found {found}")
+                found = (
+                    f"shape {list(obj.shape)} dtype {obj.dtype}"
+                    if isinstance(obj, torch.Tensor)
+                    else type(obj).__name__
+                )
+                raise ConfigError(
+                    f"{self.path}: expected a float tensor of shape [domains, classes, dim], found {found}"
+                )
             self._tensor = l2_normalise(obj.detach().float()).contiguous()
         return self._tensor
 

@@ -45,8 +45,7 @@ def validate_template(template: str) -> None:
         if name not in TEMPLATE_FIELDS:
             found = "a positional field '{}'" if name == "" else f"'{{{name}}}'"
             raise ConfigError(
-                f"text template {template!r}: expected only the placeholders {{class}} and {{modality}}, "
-                f"found {found}"
+                f"text template {template!r}: expected only the placeholders {{class}} and {{modality}}, found {found}"
             )
         if spec or conversion:
             raise ConfigError(

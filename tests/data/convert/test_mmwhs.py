@@ -97,7 +97,7 @@ def test_same_parent_folder_for_ct_and_mr_and_mixed_case_names(tmp_path, raw):
 
 
 def test_val_is_carved_from_train_when_enough_cases(tmp_path, raw):
-    ids = list(range(1001, 1015)) + [1019]  # 15 cases: 4 test, 11 train -> 1 val
+    ids = [*range(1001, 1015), 1019]  # 15 cases: 4 test, 11 train -> 1 val
     raw.write_mmwhs(tmp_path / "dl", "ct", ids, shape=(6, 6, 6))
     raw.write_mmwhs(tmp_path / "dl", "mr", MR_IDS, shape=(6, 6, 6))
     res = convert_mmwhs(tmp_path / "dl", tmp_path / "dl", tmp_path / "out", progress=False, seed=4)

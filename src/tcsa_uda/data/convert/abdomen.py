@@ -140,7 +140,8 @@ def _pair_masks(dicoms: list[Path], pngs: list[Path], where: Path) -> tuple[dict
     if pairs:
         missing = sorted((d.name for d in dicoms if d not in pairs), key=natural_key)
         raise DatasetError(
-            f"{where}: expected a ground-truth PNG named like each DICOM slice, found none for {len(missing)} slice(s): "
+            f"{where}: expected a ground-truth PNG named like each DICOM slice, found none for {len(missing)} "
+            "slice(s): "
             f"{missing[:5]}{' ...' if len(missing) > 5 else ''}."
         )
     if len(pngs) != len(dicoms):
@@ -249,7 +250,10 @@ def convert_abdomen(
         class_names=CLASS_NAMES,
         modalities=MODALITIES,
         description="CHAOS T2-SPIR MRI and BTCV CT, abdominal organs (tcsa-uda convert abdomen).",
-        reference="CHAOS challenge (Kavur et al., MedIA 2021); BTCV Multi-Atlas Labeling Beyond the Cranial Vault (MICCAI 2015)",
+        reference=(
+            "CHAOS challenge (Kavur et al., MedIA 2021); "
+            "BTCV Multi-Atlas Labeling Beyond the Cranial Vault (MICCAI 2015)"
+        ),
         seed=seed,
     )
     mr_cases = discover_chaos(chaos_dir)
@@ -259,12 +263,14 @@ def convert_abdomen(
     absent = [cid for cid in CHAOS_IDS if cid not in mr_cases]
     if absent:
         writer.note(
-            f"MR: {len(absent)} of the {len(CHAOS_IDS)} CHAOS patients have no T2SPIR folder, skipped: {', '.join(absent)}"
+            f"MR: {len(absent)} of the {len(CHAOS_IDS)} CHAOS patients have no T2SPIR folder, skipped: "
+            f"{', '.join(absent)}"
         )
     extra = sorted(set(mr_cases) - set(CHAOS_IDS), key=natural_key)
     if extra:
         writer.note(
-            f"MR: T2SPIR folder(s) of patient(s) {extra} outside the 20 CHAOS training ids are converted as training cases"
+            f"MR: T2SPIR folder(s) of patient(s) {extra} outside the 20 CHAOS training ids are converted as training "
+            "cases"
         )
     images, labels = discover_btcv(btcv_dir)
     ct_cases = sorted(set(images) & set(labels), key=natural_key)
@@ -280,7 +286,8 @@ def convert_abdomen(
     absent = [cid for cid in BTCV_IDS if cid not in ct_cases]
     if absent:
         writer.note(
-            f"CT: {len(absent)} of the {len(BTCV_IDS)} labelled BTCV cases lack the image or the label, skipped: {', '.join(absent)}"
+            f"CT: {len(absent)} of the {len(BTCV_IDS)} labelled BTCV cases lack the image or the label, skipped: "
+            f"{', '.join(absent)}"
         )
 
     splits: dict[str, dict[str, str]] = {}

@@ -121,7 +121,8 @@ def read_dicom_series(files: Sequence[Path], what: str) -> DicomSeries:
         other = _tag(ds, "ImageOrientationPatient", path, 6)
         if np.abs(other - iop).max() > ORIENTATION_ATOL:
             raise DatasetError(
-                f"{path}: expected the ImageOrientationPatient {iop.tolist()} of {first_path.name}, found {other.tolist()} "
+                f"{path}: expected the ImageOrientationPatient {iop.tolist()} of {first_path.name}, found "
+                f"{other.tolist()} "
                 "(a series must have one orientation)."
             )
         ipp = _tag(ds, "ImagePositionPatient", path, 3)
@@ -131,7 +132,8 @@ def read_dicom_series(files: Sequence[Path], what: str) -> DicomSeries:
     if dist.size and dist.min() < 1e-3:
         i = int(dist.argmin())
         raise DatasetError(
-            f"{what}: expected one slice per position, found {positions[i][2].name} and {positions[i + 1][2].name} at the same "
+            f"{what}: expected one slice per position, found {positions[i][2].name} and {positions[i + 1][2].name} at "
+            "the same "
             f"position {positions[i][0]:.3f} mm along the slice normal."
         )
     notes: list[str] = []

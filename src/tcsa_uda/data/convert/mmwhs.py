@@ -86,7 +86,8 @@ def discover_mmwhs(folder: Path, domain: str) -> tuple[dict[str, dict[str, Path]
         entry = cases.setdefault(cid, {})
         if kind in entry:
             raise DatasetError(
-                f"{folder}: expected one {domain} {kind} file for case {cid}, found two: {entry[kind]} and {path}; remove one."
+                f"{folder}: expected one {domain} {kind} file for case {cid}, found two: {entry[kind]} and {path}; "
+                "remove one."
             )
         entry[kind] = path
     if ignored:
@@ -134,7 +135,10 @@ def convert_mmwhs(
         class_names=CLASS_NAMES,
         modalities=MODALITIES,
         description="MM-WHS 2017 cardiac CT and MR, SIFA-line split (tcsa-uda convert mmwhs).",
-        reference="X. Zhuang, J. Shen, Multi-scale patch and multi-modality atlases for whole heart segmentation of MRI, MedIA 2016",
+        reference=(
+            "X. Zhuang, J. Shen, Multi-scale patch and multi-modality atlases for whole heart segmentation of MRI, "
+            "MedIA 2016"
+        ),
         seed=seed,
     )
     if crop_margin_mm is not None:
@@ -153,7 +157,8 @@ def convert_mmwhs(
         absent = [cid for cid in LABELLED_IDS if cid not in cases]
         if absent:
             writer.note(
-                f"{domain}: {len(absent)} of the {len(LABELLED_IDS)} labelled cases not found, skipped: {', '.join(absent)}"
+                f"{domain}: {len(absent)} of the {len(LABELLED_IDS)} labelled cases not found, skipped: "
+                f"{', '.join(absent)}"
             )
         partial = [
             f"{cid} (only its {', '.join(sorted(cases[cid]))})"

@@ -84,7 +84,7 @@ def modality_of(text: str) -> str | None:
     tokens = set(re.split(r"[^a-z0-9]+", lower))
     hits = {m for m in ("ct", "mr") if m in tokens}
     if len(hits) != 1:
-        hits = {m for m in ("ct", "mr") if m in lower} if not hits else hits
+        hits = hits if hits else {m for m in ("ct", "mr") if m in lower}
     return hits.pop().upper() if len(hits) == 1 else None
 
 
@@ -121,10 +121,12 @@ class _Resolver:
             return hits[0]
         if not hits:
             raise DatasetError(
-                f"{datalist}:{line}: expected the file {text!r} next to the datalist, under {self.root} or by name below it, found none."
+                f"{datalist}:{line}: expected the file {text!r} next to the datalist, under {self.root} or by name "
+                "below it, found none."
             )
         raise DatasetError(
-            f"{datalist}:{line}: the file name of {text!r} is ambiguous under {self.root}: {[str(h) for h in hits[:3]]}."
+            f"{datalist}:{line}: the file name of {text!r} is ambiguous under {self.root}: "
+            f"{[str(h) for h in hits[:3]]}."
         )
 
 
@@ -138,7 +140,8 @@ def read_datalist(path: Path, resolve: _Resolver) -> list[SliceEntry]:
         parts = text.split()
         if len(parts) > 2:
             raise DatasetError(
-                f"{path}:{i}: expected an image path, optionally followed by a label path, found {len(parts)} fields: {text!r}."
+                f"{path}:{i}: expected an image path, optionally followed by a label path, found {len(parts)} fields: "
+                f"{text!r}."
             )
         image = resolve(parts[0], path, i)
         label = resolve(parts[1], path, i) if len(parts) == 2 else None
@@ -207,12 +210,14 @@ def load_slice(entry: SliceEntry) -> tuple[np.ndarray, np.ndarray]:
     if label is None:
         raise DatasetError(
             f"{entry.image} ({entry.datalist}:{entry.line}): expected a label (npz key arr_1/label, a (H, W, 2) array, "
-            f"a second path on the datalist line or a sibling {entry.image.stem}_label{entry.image.suffix}), found none."
+            f"a second path on the datalist line or a sibling {entry.image.stem}_label{entry.image.suffix}), found "
+            "none."
         )
     image, label = np.squeeze(image), np.squeeze(label)
     if image.ndim != 2 or label.shape != image.shape:
         raise DatasetError(
-            f"{entry.image}: expected a 2D image slice and a label of the same shape, found {image.shape} and {label.shape}."
+            f"{entry.image}: expected a 2D image slice and a label of the same shape, found {image.shape} and "
+            f"{label.shape}."
         )
     return image.astype(np.float32), _check_ids(label, entry.image)
 
@@ -224,7 +229,8 @@ def _check_ids(label: np.ndarray, path: Path) -> np.ndarray:
     values = np.unique(arr)
     if values.size and (values.min() < 0 or values.max() >= len(CLASS_NAMES)):
         raise DatasetError(
-            f"{path}: expected the SIFA class ids 0..{len(CLASS_NAMES) - 1} (1 MYO, 2 LAC, 3 LVC, 4 AA), found values {values.tolist()[:10]}."
+            f"{path}: expected the SIFA class ids 0..{len(CLASS_NAMES) - 1} (1 MYO, 2 LAC, 3 LVC, 4 AA), found values "
+            f"{values.tolist()[:10]}."
         )
     return arr.astype(np.uint8)
 
@@ -245,7 +251,8 @@ def load_test_volume(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     if label is None or label.shape != image.shape:
         found = None if label is None else label.shape
         raise DatasetError(
-            f"{path}: expected a test volume with arr_0 image and arr_1 label of equal shape {image.shape}, found label {found}."
+            f"{path}: expected a test volume with arr_0 image and arr_1 label of equal shape {image.shape}, found "
+            f"label {found}."
         )
     image = np.flip(np.flip(image, axis=0), axis=1)  # (H, W, D) back to the training slices' orientation
     label = np.flip(np.flip(label, axis=0), axis=1)
@@ -328,28 +335,33 @@ def convert_mmwhs_sifa(
         domain = modality_of(str(path.relative_to(root_dir)))
         if domain is None:
             raise DatasetError(
-                f"{path}: cannot tell whether this test volume is CT or MR; put 'ct' or 'mr' in its file or folder name."
+                f"{path}: cannot tell whether this test volume is CT or MR; put 'ct' or 'mr' in its file or folder "
+                "name."
             )
         m = _CASE_ONLY.search(path.stem)
         cid = m.group("case") if m else path.stem
         if cid in tests[domain]:
             raise DatasetError(
-                f"{root_dir}: expected one {domain} test volume per case, found two for {cid!r}: {tests[domain][cid]} and {path}."
+                f"{root_dir}: expected one {domain} test volume per case, found two for {cid!r}: {tests[domain][cid]} "
+                f"and {path}."
             )
         tests[domain][cid] = path
         del vol  # read again when written: keeps one volume in memory at a time
     for domain in MODALITIES:
         if not tests[domain]:
             raise DatasetError(
-                f"{root_dir}: expected the {domain} test volumes (*.npz with arr_0 image and arr_1 label, 'ct'/'mr' in the name), found none."
+                f"{root_dir}: expected the {domain} test volumes (*.npz with arr_0 image and arr_1 label, 'ct'/'mr' "
+                "in the name), found none."
             )
         if not any(d == domain for d, _ in lists):
             raise DatasetError(
-                f"{root_dir}: expected a {domain} training datalist (e.g. train_{domain.lower()}.txt) listing slice files, found none."
+                f"{root_dir}: expected a {domain} training datalist (e.g. train_{domain.lower()}.txt) listing slice "
+                "files, found none."
             )
         if set(tests[domain]) != set(TEST_IDS[domain]):
             writer.note(
-                f"{domain}: test ids {sorted(tests[domain], key=natural_key)} differ from the literature split {list(TEST_IDS[domain])}"
+                f"{domain}: test ids {sorted(tests[domain], key=natural_key)} differ from the literature split "
+                f"{list(TEST_IDS[domain])}"
             )
         for cid in sorted(tests[domain], key=natural_key):
             loaded = load_test_volume(tests[domain][cid])
@@ -366,7 +378,8 @@ def convert_mmwhs_sifa(
             else f"as pseudo-volumes of up to {PSEUDO_VOLUME_SLICES} slices (names carry no case id)"
         )
         writer.note(
-            f"{domain} {split}: {len(entries)} slice(s) from {len({e.datalist for e in entries})} datalist(s) stacked {how}"
+            f"{domain} {split}: {len(entries)} slice(s) from {len({e.datalist for e in entries})} datalist(s) stacked "
+            f"{how}"
         )
         taken = {c.id for c in writer.spec().domains[domain].cases}
         for key, members in tqdm(groups.items(), desc=f"{domain} {split} slices", unit="case", disable=not progress):
@@ -374,7 +387,8 @@ def convert_mmwhs_sifa(
             if cid in taken:
                 if cid in tests[domain]:
                     writer.note(
-                        f"{domain} case {cid}: also a test volume; its {split} slices are kept as {cid}_{split} (test subject seen in training)"
+                        f"{domain} case {cid}: also a test volume; its {split} slices are kept as {cid}_{split} (test "
+                        "subject seen in training)"
                     )
                 cid = f"{cid}_{split}"
             pairs = [load_slice(e) for e in members]

@@ -101,7 +101,8 @@ def read_split_file(path: str | os.PathLike[str], domains: Collection[str]) -> d
         raise DatasetError(f"{path}: expected a JSON split file, found unreadable content ({exc}).") from exc
     if not isinstance(data, dict) or data.get("format") != SPLIT_FORMAT or not isinstance(data.get("domains"), dict):
         raise DatasetError(
-            f"{path}: expected a split file with format {SPLIT_FORMAT!r} and a 'domains' mapping, found {str(data)[:120]!r}."
+            f"{path}: expected a split file with format {SPLIT_FORMAT!r} and a 'domains' mapping, found "
+            f"{str(data)[:120]!r}."
         )
     out: dict[str, dict[str, list[str]]] = {}
     seen: dict[str, str] = {}
@@ -117,7 +118,8 @@ def read_split_file(path: str | os.PathLike[str], domains: Collection[str]) -> d
             for cid in ids:
                 if cid in seen:
                     raise DatasetError(
-                        f"{path}: case {cid!r} is listed twice ({seen[cid]} and {domain}/{split}); each case belongs to one domain and split."
+                        f"{path}: case {cid!r} is listed twice ({seen[cid]} and {domain}/{split}); each case belongs "
+                        "to one domain and split."
                     )
                 seen[cid] = f"{domain}/{split}"
             out[domain][split] = list(ids)

@@ -159,7 +159,8 @@ class DatasetWriter:
             ids = np.asarray(label)
             if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= len(self.class_names)):
                 raise DatasetError(
-                    f"{source}: expected class ids in 0..{len(self.class_names) - 1}, found values in [{ids.min()}, {ids.max()}]."
+                    f"{source}: expected class ids in 0..{len(self.class_names) - 1}, found values in [{ids.min()}, "
+                    f"{ids.max()}]."
                 )
             ids = ids.astype(np.uint8)
             voxels = np.bincount(ids.ravel(), minlength=len(self.class_names)).tolist()
@@ -271,7 +272,8 @@ def check_same_grid(
     """
     if image[0].shape != label[0].shape:
         raise DatasetError(
-            f"{label_path}: expected the label shape to equal the shape {image[0].shape} of {image_path}, found {label[0].shape}."
+            f"{label_path}: expected the label shape to equal the shape {image[0].shape} of {image_path}, found "
+            f"{label[0].shape}."
         )
     diff = float(np.abs(image[1] - label[1]).max())
     if diff > atol:

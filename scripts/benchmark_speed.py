@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from tcsa_uda.engine.train_config import LossConfig, OptimConfig
+from tcsa_uda.train_config import OptimConfig
 from tcsa_uda.methods import build_method
 from tcsa_uda.methods.base import MethodContext
 from tcsa_uda.models import build_segmenter
@@ -52,12 +52,11 @@ def run(method_name: str, args: argparse.Namespace, device: torch.device) -> tup
         text_source=torch.randn(args.classes, args.text_dim, device=device),
         text_target=torch.randn(args.classes, args.text_dim, device=device),
         optim=OptimConfig(),
-        loss=LossConfig(align_start=0),
         fidelity="paper",
         device=device,
         core=model,
     )
-    method = build_method(method_name, ctx)
+    method = build_method(method_name, ctx, {"align_start": 0} if method_name == "tcsa" else {})
     opts = method.build_optimizers()
     src, tgt = _batches(args.batch, args.size, args.classes, device)
     if device.type == "cuda":

@@ -15,7 +15,7 @@ def test_demo_end_to_end_tiny(tmp_path):
         shape=(16, 48, 48),
         size=32,
         iterations_scale=0.005,
-        overrides=("model.base_width=8", "model.disc_width=8", "tensorboard=false", "device=cpu", "loss.align_start=1"),
+        overrides=("model.base_width=8", "model.disc_width=8", "tensorboard=false", "device=cpu"),
         progress=False,
     )
     res = run_demo(settings)

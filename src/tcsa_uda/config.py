@@ -28,8 +28,6 @@ from tcsa_uda.errors import ConfigError, MissingPathError
 
 T = TypeVar("T")
 
-_MISSING = object()
-
 
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
@@ -118,6 +116,10 @@ def _from_mapping(cls: type[T], data: Mapping[str, Any], prefix: str) -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = [k for k in data if k not in fields]
+    moved: dict[str, str] = getattr(cls, "moved_keys", {})
+    for k in unknown:
+        if k in moved:
+            raise ConfigError(f"Config key {_join(prefix, k)!r} is no longer used: {moved[k]}.")
     if unknown:
         where = f"section '{prefix}'" if prefix else "the top level"
         raise ConfigError(
@@ -143,9 +145,16 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
-    """Build the dataclass ``cls`` from a plain mapping, validating keys and types."""
-    return _from_mapping(cls, data, "")
+def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+    """Build the dataclass ``cls`` from a plain mapping, validating keys and types.
+
+    Args:
+        cls: a dataclass type.
+        data: its fields as a mapping.
+        prefix: the dotted key of ``data`` inside a larger config, named in error messages
+            (e.g. ``stages.1.options``).
+    """
+    return _from_mapping(cls, data, prefix)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

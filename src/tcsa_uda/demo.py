@@ -23,11 +23,15 @@ from tcsa_uda.atomic import atomic_write_json, atomic_write_text
 from tcsa_uda.config import load_config
 from tcsa_uda.data.contract import DATASET_FILE
 from tcsa_uda.data.phantom import generate_phantom
-from tcsa_uda.data.prepare import PreparedIndex, prepare_dataset
-from tcsa_uda.engine.train_config import TrainConfig
-from tcsa_uda.engine.trainer import FINAL, train
+from tcsa_uda.data.prepare import prepare_dataset
+from tcsa_uda.data.prepared import PreparedIndex
+from tcsa_uda.engine.trainer import train
 from tcsa_uda.errors import ConfigError
-from tcsa_uda.evaluation.evaluate import LoadedModel, evaluate_domain, load_model
+from tcsa_uda.evaluation.evaluate import evaluate_domain
+from tcsa_uda.evaluation.model import LoadedModel, load_model
+from tcsa_uda.evaluation.settings import EvalSettings
+from tcsa_uda.layout import FINAL
+from tcsa_uda.train_config import TrainConfig
 
 DIRECTIONS = {"MR2CT": ("MR", "CT"), "CT2MR": ("CT", "MR")}
 
@@ -119,7 +123,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     }
     evals = [("source_only", src), ("source_only", tgt), ("tcsa", tgt), ("tcsa", src)]
     for method, domain in evals:
-        acc = evaluate_domain(models[method], index, domain, "test")
+        acc = evaluate_domain(models[method], index, domain, "test", settings=EvalSettings(metrics="dice"))
         summary = acc.summary()
         per_class = {index.class_names[c]: summary["classes"][c]["dice"]["mean"] for c in sorted(summary["classes"])}
         results["methods"].setdefault(method, {})[domain] = {
@@ -184,7 +188,7 @@ def _pct(v: float | None) -> str:
 def write_figure(path: Path, models: dict[str, LoadedModel], index: PreparedIndex, domain: str, n: int = 4) -> None:
     """Image, ground truth, source-only and TCSA predictions on ``n`` target test slices."""
     from tcsa_uda.evaluation.figures import plot_overlays
-    from tcsa_uda.evaluation.inference import predict_slices
+    from tcsa_uda.models.inference import predict_slices
 
     case = next(c for c in index.cases(domain, "test") if c.labelled)
     img = np.asarray(case.load_image())

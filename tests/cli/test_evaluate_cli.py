@@ -16,10 +16,12 @@ from tcsa_uda.cli import main
 from tcsa_uda.config import load_config
 from tcsa_uda.data.contract import load_dataset, write_dataset_json
 from tcsa_uda.data.phantom import generate_phantom
-from tcsa_uda.data.prepare import load_prepared, prepare_dataset
-from tcsa_uda.engine.train_config import TrainConfig
+from tcsa_uda.data.prepare import prepare_dataset
+from tcsa_uda.data.prepared import load_prepared
 from tcsa_uda.engine.trainer import train
-from tcsa_uda.evaluation.evaluate import evaluate_domain, load_model
+from tcsa_uda.evaluation.evaluate import evaluate_domain
+from tcsa_uda.evaluation.model import load_model
+from tcsa_uda.train_config import TrainConfig
 
 CLASS_NAMES = ["myocardium", "left atrium blood cavity", "left ventricle blood cavity", "ascending aorta"]
 

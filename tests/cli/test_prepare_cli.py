@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tcsa_uda.cli import main
-from tcsa_uda.data.prepare import load_prepared
+from tcsa_uda.data.prepared import load_prepared
 
 
 def _dataset(root: Path) -> Path:

@@ -11,11 +11,12 @@ from matplotlib.image import imread
 from tcsa_uda.cli import main
 from tcsa_uda.config import load_config
 from tcsa_uda.data.phantom import generate_phantom
-from tcsa_uda.data.prepare import load_prepared, prepare_dataset
+from tcsa_uda.data.prepare import prepare_dataset
+from tcsa_uda.data.prepared import load_prepared
 from tcsa_uda.engine.checkpoint import load_checkpoint, save_checkpoint
-from tcsa_uda.engine.train_config import TrainConfig
 from tcsa_uda.engine.trainer import train
 from tcsa_uda.evaluation.report import FIGURE_FILES
+from tcsa_uda.train_config import TrainConfig
 
 FAST = ["--slices", "2", "--tsne-slices", "2", "--tsne-pixels", "10", "--device", "cpu"]
 
@@ -32,7 +33,7 @@ def tiny_run(tmp_path_factory) -> Path:
     cfg = load_config(TrainConfig, None, [
         f"data.prepared={root / 'prepared'}", "data.source=MR", "data.target=CT", "data.batch_size=2",
         "model.name=light", "model.base_width=8", "model.disc_width=8", f"text.encoder=file:{root / 'text.pt'}",
-        "tensorboard=false", "progress=false", "device=cpu", "loss.align_start=1",
+        "tensorboard=false", "progress=false", "device=cpu", "stages.1.options.align_start=1",
         "stages=[{method: adaoutput, iterations: 2}, {method: tcsa, iterations: 2}]",
     ])  # fmt: skip
     train(cfg, root / "run")

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from tcsa_uda.data.prepare import PreparedIndex, prepare_dataset
+from tcsa_uda.data.prepare import prepare_dataset
+from tcsa_uda.data.prepared import PreparedIndex
 from tcsa_uda.data.slices import SliceDataset, VolumeSlices, to_three_channels
 from tcsa_uda.errors import DatasetError
 

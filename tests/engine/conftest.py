@@ -39,7 +39,7 @@ def _text_file(tiny_prepared):
     """A precomputed text-embedding file, so engine tests do not load the MiniLM model."""
     import torch
 
-    from tcsa_uda.data.prepare import load_prepared
+    from tcsa_uda.data.prepared import load_prepared
 
     path = tiny_prepared.parent / "text.pt"
     if not path.exists():

@@ -26,8 +26,7 @@ def test_torchrun_two_processes(tmp_path, tiny_overrides):
         *tiny_overrides,
         "model.disc_width=8",
         "num_threads=1",
-        "loss.align_start=1",
-        "stages=[{method: adaoutput, iterations: 2}, {method: tcsa, iterations: 2}]",
+        "stages=[{method: adaoutput, iterations: 2}, {method: tcsa, iterations: 2, options: {align_start: 1}}]",
         "--out",
         str(out),
     ]

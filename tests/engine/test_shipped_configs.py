@@ -8,8 +8,8 @@ import pytest
 
 import tcsa_uda
 from tcsa_uda.config import load_config
-from tcsa_uda.engine.train_config import TrainConfig
 from tcsa_uda.methods import available_methods
+from tcsa_uda.train_config import TrainConfig
 
 CONFIGS = sorted((Path(tcsa_uda.__file__).parent / "configs").glob("*.yaml"))
 

@@ -9,9 +9,9 @@ import torch
 
 from tcsa_uda.config import load_config, read_yaml
 from tcsa_uda.engine.checkpoint import load_checkpoint, save_checkpoint
-from tcsa_uda.engine.train_config import TrainConfig
 from tcsa_uda.engine.trainer import train
 from tcsa_uda.errors import ConfigError, MissingPathError
+from tcsa_uda.train_config import TrainConfig
 
 
 def _cfg(overrides, stages="[{method: source_only, iterations: 3}]", extra=()):
@@ -22,7 +22,7 @@ def test_two_stage_tcsa_run_writes_everything(tmp_path, tiny_overrides):
     cfg = _cfg(
         tiny_overrides,
         "[{method: adaoutput, iterations: 3}, {method: tcsa, iterations: 4}]",
-        ["loss.align_start=1", "checkpoint_every=2", "log_every=1"],
+        ["stages.1.options.align_start=1", "checkpoint_every=2", "log_every=1"],
     )
     res = train(cfg, tmp_path / "run")
     assert res.final_checkpoint.is_file()
@@ -35,7 +35,7 @@ def test_two_stage_tcsa_run_writes_everything(tmp_path, tiny_overrides):
     assert [r["step"] for r in select] == [4]  # end of stage (selection.every defaults to 100)
     assert 0.0 <= select[0]["target_aux_agreement"] <= 1.0 and 0.0 <= select[0]["target_entropy"] <= 1.0
     assert "proto" in rows[-1] and "vl_s" in rows[-1] and "vl_t" in rows[-1]
-    assert "proto" not in rows[0]  # alignment losses start after loss.align_start iterations
+    assert "proto" not in rows[0]  # alignment losses start after the tcsa option align_start iterations
     ck = load_checkpoint(res.final_checkpoint)
     assert ck["class_names"][0] == "background" and ck["method"] == "tcsa"
     assert ck["text"]["embeddings"].shape[-1] == 16

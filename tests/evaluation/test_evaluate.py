@@ -16,21 +16,12 @@ from tcsa_uda.data.contract import load_dataset
 from tcsa_uda.data.prepare import prepare_dataset
 from tcsa_uda.engine.checkpoint import CheckpointError, save_checkpoint
 from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
-from tcsa_uda.evaluation.evaluate import (
-    EvalSettings,
-    LoadedModel,
-    evaluate_dataset,
-    evaluate_domain,
-    evaluate_predictions,
-    find_predictions,
-    load_model,
-    resolve_checkpoint,
-    resolve_settings,
-    run_evaluation,
-    score_case,
-)
-from tcsa_uda.evaluation.metrics import compute_case_metrics
+from tcsa_uda.evaluation.evaluate import evaluate_dataset, evaluate_domain, evaluate_predictions, run_evaluation
+from tcsa_uda.evaluation.model import LoadedModel, load_model, resolve_checkpoint
+from tcsa_uda.evaluation.predictions import find_predictions
+from tcsa_uda.evaluation.settings import EvalSettings, resolve_settings, score_case
 from tcsa_uda.evaluation.tables import TableRow, TableSpec, markdown_table
+from tcsa_uda.metrics.volume import compute_case_metrics
 from tcsa_uda.models import build_segmenter
 from tcsa_uda.text import TextEmbeddings
 
@@ -303,7 +294,7 @@ def test_run_evaluation_pred_mode_writes_every_file(tmp_path, raw, preds):
 def test_model_on_prepared_and_raw_folders_gives_the_same_numbers(tmp_path, raw):
     loaded = load_model(_checkpoint(tmp_path / "ck.pt"))
     index = prepare_dataset(raw, tmp_path / "prep", size=16, progress=False)
-    a = evaluate_domain(loaded, index, "CT", "test", metrics="all", batch_size=4, save_dir=tmp_path / "p")
+    a = evaluate_domain(loaded, index, "CT", "test", batch_size=4, save_dir=tmp_path / "p")
     b = evaluate_dataset(loaded, load_dataset(raw), "CT", "test", batch_size=3)
     assert a.case_ids == b.case_ids == ["t1", "t2"]
     np.testing.assert_allclose(a.values(1, "dice"), b.values(1, "dice"))

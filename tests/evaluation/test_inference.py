@@ -12,17 +12,19 @@ import pytest
 import torch
 from torch import nn
 
+from tcsa_uda.data.geometry import image_to_slices, make_geometry, slices_to_volume
 from tcsa_uda.data.normalize import normalize_volume
-from tcsa_uda.data.prepare import image_to_slices, load_prepared, make_geometry, prepare_dataset, slices_to_volume
+from tcsa_uda.data.prepare import prepare_dataset
+from tcsa_uda.data.prepared import load_prepared
 from tcsa_uda.errors import ConfigError, DatasetError
 from tcsa_uda.evaluation.inference import (
     PreprocessingSettings,
-    original_label,
+    original_label_volume,
     predict_case,
-    predict_slices,
     predict_stack,
     predict_volume,
 )
+from tcsa_uda.models.inference import predict_slices
 
 
 class ThresholdStub(nn.Module):
@@ -151,7 +153,7 @@ def test_prepared_case_and_raw_volume_give_the_same_labels(tmp_path: Path):
     from_raw = predict_volume(ThresholdStub(), img, affine, TEXT, settings, batch_size=5).labels
     np.testing.assert_array_equal(from_prepared, from_raw)
     assert from_prepared.shape == (10, 8, 6)
-    np.testing.assert_array_equal(original_label(index, case), lab)
+    np.testing.assert_array_equal(np.asarray(original_label_volume(index, case).array).astype(np.int64), lab)
 
 
 def test_preprocessing_settings_from_checkpoint():

@@ -13,9 +13,9 @@ from matplotlib.image import imread
 
 from tcsa_uda.config import load_config
 from tcsa_uda.data.phantom import generate_phantom
-from tcsa_uda.data.prepare import load_prepared, prepare_dataset
+from tcsa_uda.data.prepare import prepare_dataset
+from tcsa_uda.data.prepared import load_prepared
 from tcsa_uda.engine.checkpoint import load_checkpoint, save_checkpoint
-from tcsa_uda.engine.train_config import TrainConfig
 from tcsa_uda.engine.trainer import train
 from tcsa_uda.errors import ConfigError, MissingPathError
 from tcsa_uda.evaluation.report import (
@@ -26,6 +26,7 @@ from tcsa_uda.evaluation.report import (
     report_dataset,
     spread_slices,
 )
+from tcsa_uda.train_config import TrainConfig
 
 FAST = ReportOptions(n_slices=3, tsne_slices=4, tsne_per_class=20)
 
@@ -44,7 +45,7 @@ def tiny_run(tmp_path_factory) -> Path:
     overrides = [
         f"data.prepared={root / 'prepared'}", "data.source=MR", "data.target=CT", "data.batch_size=2",
         "model.name=light", "model.base_width=8", "model.disc_width=8", f"text.encoder=file:{root / 'text.pt'}",
-        "tensorboard=false", "progress=false", "device=cpu", "loss.align_start=1", "log_every=1",
+        "tensorboard=false", "progress=false", "device=cpu", "stages.1.options.align_start=1", "log_every=1",
         "selection.every=1", "selection.log_oracle=true",
         "stages=[{method: adaoutput, iterations: 2}, {method: tcsa, iterations: 2}]",
     ]  # fmt: skip

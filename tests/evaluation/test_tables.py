@@ -7,7 +7,6 @@ import math
 import pytest
 
 from tcsa_uda.errors import ConfigError
-from tcsa_uda.evaluation.metrics import MetricAccumulator
 from tcsa_uda.evaluation.tables import (
     TableRow,
     TableSpec,
@@ -17,6 +16,7 @@ from tcsa_uda.evaluation.tables import (
     latex_table,
     markdown_table,
 )
+from tcsa_uda.metrics.volume import MetricAccumulator
 
 NAN = float("nan")
 

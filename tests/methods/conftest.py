@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tcsa_uda.engine.train_config import LossConfig, OptimConfig
 from tcsa_uda.methods import MethodContext
 from tcsa_uda.models import build_segmenter
+from tcsa_uda.train_config import OptimConfig
 
 
 def make_context(
-    model_name: str, num_classes: int, fidelity: str = "paper", text_dim: int = 24, align_start: int = 0, **model_kwargs
+    model_name: str, num_classes: int, fidelity: str = "paper", text_dim: int = 24, **model_kwargs
 ) -> MethodContext:
     torch.manual_seed(0)
     model = build_segmenter(model_name, num_classes, text_dim, **model_kwargs)
@@ -22,7 +22,6 @@ def make_context(
         text_source=torch.randn(num_classes, text_dim),
         text_target=torch.randn(num_classes, text_dim),
         optim=OptimConfig(),
-        loss=LossConfig(align_start=align_start),
         fidelity=fidelity,
         device=torch.device("cpu"),
         core=model,

@@ -9,8 +9,8 @@ from tcsa_uda.models import parameter_groups
 
 
 def _run(fidelity: str, make_context, make_batches):
-    ctx = make_context("light", 3, fidelity=fidelity, align_start=0, base_width=8)
-    method = build_method("tcsa", ctx)
+    ctx = make_context("light", 3, fidelity=fidelity, base_width=8)
+    method = build_method("tcsa", ctx, {"align_start": 0})
     opts = method.build_optimizers()
     groups = parameter_groups(ctx.model)
     before = [p.detach().clone() for p in groups["fusion"]]
@@ -32,8 +32,8 @@ def test_released_mode_leaves_fusion_modules_at_init(make_context, make_batches)
 
 def test_vl_gradient_reaches_visual_embedding_only_in_paper_mode(make_context, make_batches):
     for fidelity, expect in (("paper", True), ("released", False)):
-        ctx = make_context("light", 3, fidelity=fidelity, align_start=0, base_width=8)
-        method = build_method("tcsa", ctx)
+        ctx = make_context("light", 3, fidelity=fidelity, base_width=8)
+        method = build_method("tcsa", ctx, {"align_start": 0})
         src, tgt = make_batches(2, 64, 3)
         out = method.forward(src, tgt)
         text = ctx.segmenter.project_text(ctx.text_source)
@@ -46,8 +46,8 @@ def test_vl_gradient_reaches_visual_embedding_only_in_paper_mode(make_context, m
 
 def test_every_method_runs_one_iteration(make_context, make_batches):
     for name in available_methods():
-        ctx = make_context("light", 3, align_start=0, base_width=8)
-        method = build_method(name, ctx)
+        ctx = make_context("light", 3, base_width=8)
+        method = build_method(name, ctx, {"align_start": 0} if name == "tcsa" else {})
         opts = method.build_optimizers()
         src, tgt = make_batches(2, 64, 3)
         logs = method.training_step(src, tgt if method.uses_target else None, iteration=1, optimizers=opts)

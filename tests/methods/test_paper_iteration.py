@@ -31,8 +31,8 @@ def _fraction_changed(before, params) -> float:
 def test_paper_configuration_one_iteration(method_name, make_context, make_batches):
     torch.set_num_threads(2)
     c = 5
-    ctx = make_context("deeplabv2_r101", c, fidelity="paper", align_start=0)
-    method = build_method(method_name, ctx)
+    ctx = make_context("deeplabv2_r101", c, fidelity="paper")
+    method = build_method(method_name, ctx, {"align_start": 0} if method_name == "tcsa" else {})
     opts = method.build_optimizers()
     groups = parameter_groups(ctx.model)
     before = {k: _snapshot(v) for k, v in groups.items()}

@@ -58,7 +58,8 @@ def evaluate_command(
 ) -> None:
     """Per-volume Dice/ASSD/HD95 of a model (or of label maps on disk) on one domain and split."""
     from tcsa_uda.engine.device import resolve_device
-    from tcsa_uda.evaluation.evaluate import resolve_settings, run_evaluation
+    from tcsa_uda.evaluation.evaluate import run_evaluation
+    from tcsa_uda.evaluation.settings import resolve_settings
 
     settings = resolve_settings(metrics, units, assd_variant, empty_policy, parity)
     order = [c.strip() for c in class_order.split(",")] if class_order else None

@@ -12,7 +12,8 @@ from pathlib import Path
 import typer
 
 from tcsa_uda.cli.app import app
-from tcsa_uda.data.prepare import INDEX_FILE, PreparedIndex, prepare_dataset
+from tcsa_uda.data.prepare import prepare_dataset
+from tcsa_uda.data.prepared import INDEX_FILE, PreparedIndex
 
 
 @app.command("prepare")

@@ -12,8 +12,8 @@ import typer
 
 from tcsa_uda.cli.app import app
 from tcsa_uda.config import load_config
-from tcsa_uda.engine.train_config import TrainConfig
 from tcsa_uda.paths import results_root
+from tcsa_uda.train_config import TrainConfig
 
 
 @app.command("train", context_settings={"allow_extra_args": False})

@@ -22,6 +22,7 @@ from typing import Any
 
 from tcsa_uda.atomic import atomic_write_json
 from tcsa_uda.errors import DatasetError, MissingPathError
+from tcsa_uda.paths import data_path_hint, resolve_data_path
 
 DATASET_FILE = "dataset.json"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -306,12 +307,13 @@ def read_dataset_json(folder: str | Path) -> tuple[Path, Any]:
         DatasetError: the file is not UTF-8, not valid JSON (the message gives line and column),
             or repeats a key within one object.
     """
-    path = Path(folder)
+    path = resolve_data_path(folder)
     if path.is_dir():
         path = path / DATASET_FILE
     if not path.is_file():
         raise MissingPathError(
-            f"{path}: no {DATASET_FILE} found (expected a dataset folder, see docs/dataset_format.md)."
+            f"{path}: no {DATASET_FILE} found (expected a dataset folder, see docs/dataset_format.md; "
+            f"{data_path_hint()})."
         )
     try:
         text = path.read_text(encoding="utf-8")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tcsa_uda.data.prepare import PreparedCase, PreparedIndex
+from tcsa_uda.data.prepared import PreparedCase, PreparedIndex
 from tcsa_uda.errors import DatasetError
 
 IMAGE_CHANNELS = 3

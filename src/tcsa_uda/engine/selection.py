@@ -19,51 +19,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tcsa_uda.data.prepare import PreparedIndex
-from tcsa_uda.data.slices import to_three_channels
+from tcsa_uda.data.prepared import PreparedIndex
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.losses.entropy import entropy_map
-from tcsa_uda.models import upsample_logits
-
-Criterion = Literal["last", "source_val_dice", "target_entropy", "target_aux_agreement", "oracle"]
-#: +1 when larger is better, -1 when smaller is better
-DIRECTION: dict[str, int] = {"source_val_dice": 1, "target_entropy": -1, "target_aux_agreement": 1, "oracle": 1}
-
-
-@dataclass
-class SelectionConfig:
-    """How checkpoints are scored and chosen (see the module docstring).
-
-    Attributes:
-        criterion: the score that picks the checkpoint handed to the next stage and saved as
-            the run's ``final.pt``.
-        every: score every this many iterations (and at the end of a stage).
-        max_slices: slices per subset (a fixed, evenly spaced subset; bounds the cost).
-        log_oracle: also compute and log the oracle score for comparison studies (it is never
-            used for selection unless ``criterion: oracle``).
-    """
-
-    criterion: Criterion = "last"
-    every: int = 100
-    max_slices: int = 48
-    log_oracle: bool = False
-
-    def __post_init__(self) -> None:
-        if self.every < 1 or self.max_slices < 1:
-            raise ConfigError("selection.every and selection.max_slices: expected >= 1.")
+from tcsa_uda.metrics import dice
+from tcsa_uda.models.inference import slice_logits
+from tcsa_uda.train_config import CRITERION_DIRECTION, SelectionConfig
 
 
 @dataclass
 class SliceSubset:
     """A fixed stack of slices (and labels when known) of one domain."""
 
-    images: Tensor  # (N, 1, H, W) float32
+    images: Tensor  # (N, H, W) float32
     labels: Tensor | None  # (N, H, W) int64
 
 
@@ -142,53 +115,32 @@ class Selector:
             self.best_iteration, self.best_value = iteration, math.nan
             return True
         value = scores[crit]
-        better = math.isnan(self.best_value) or DIRECTION[crit] * (value - self.best_value) > 0
+        better = math.isnan(self.best_value) or CRITERION_DIRECTION[crit] * (value - self.best_value) > 0
         if better and not math.isnan(value):
             self.best_value, self.best_iteration = value, iteration
             return True
         return False
 
 
-def _batches(subset: SliceSubset, size: int = 16):
-    for start in range(0, subset.images.shape[0], size):
-        yield start, to_three_channels(subset.images[start : start + size])
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _dice(model: nn.Module, subset: SliceSubset, text: Tensor, num_classes: int) -> float:
-    """Mean over foreground classes of the Dice pooled over the subset's pixels."""
-    dev = _device_of(model)
-    inter = torch.zeros(num_classes)
-    total = torch.zeros(num_classes)
+    """Mean over foreground classes of the Dice pooled over the subset's pixels (classes absent
+    from both prediction and labels are left out)."""
     if subset.labels is None:
         raise ValueError("Dice needs a labelled slice subset.")
-    for start, x in _batches(subset):
-        x = x.to(dev)
-        pred = upsample_logits(model(x, text).main, x.shape[-2:]).argmax(1).cpu()
-        gt = subset.labels[start : start + x.shape[0]]
-        for c in range(1, num_classes):
-            p, g = pred == c, gt == c
-            inter[c] += (p & g).sum()
-            total[c] += p.sum() + g.sum()
-    vals = [float(2 * inter[c] / total[c]) for c in range(1, num_classes) if total[c] > 0]
+    pred = torch.cat([main.argmax(1).cpu() for _, main, _ in slice_logits(model, subset.images, text)]).numpy()
+    gt = subset.labels.numpy()
+    vals = [dice(pred == c, gt == c) for c in range(1, num_classes)]
+    vals = [v for v in vals if not math.isnan(v)]
     return float(np.mean(vals)) if vals else math.nan
 
 
 def _target_stats(model: nn.Module, subset: SliceSubset, text: Tensor) -> tuple[float, float]:
-    dev = _device_of(model)
+    """Mean normalised entropy of the main head and the main/aux agreement rate on ``subset``."""
     ent_sum = agree_sum = 0.0
     n = 0
-    for _, x in _batches(subset):
-        x = x.to(dev)
-        out = model(x, text)
-        size = x.shape[-2:]
-        main = upsample_logits(out.main, size)
+    for _, main, aux in slice_logits(model, subset.images, text):
         ent = entropy_map(main)
-        aux = upsample_logits(out.aux, size).argmax(1)
         ent_sum += float(ent.sum())
-        agree_sum += float((main.argmax(1) == aux).float().sum())
+        agree_sum += float((main.argmax(1) == aux.argmax(1)).float().sum())
         n += ent.numel()
     return ent_sum / n, agree_sum / n

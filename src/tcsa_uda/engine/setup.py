@@ -8,7 +8,6 @@ run here with a message naming the config key or file.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +16,12 @@ from typing import Any
 import torch
 
 from tcsa_uda.data.contract import DatasetSpec, DomainSpec
-from tcsa_uda.data.prepare import PreparedIndex, load_prepared
+from tcsa_uda.data.prepared import PreparedIndex, load_prepared
 from tcsa_uda.data.slices import SliceDataset
 from tcsa_uda.engine.loaders import EndlessLoader
-from tcsa_uda.engine.train_config import TrainConfig
 from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
-from tcsa_uda.paths import DATA_ENV
 from tcsa_uda.text import TextEmbeddings, encode_dataset_text
+from tcsa_uda.train_config import TrainConfig
 
 
 @dataclass
@@ -54,21 +52,20 @@ class RunInputs:
         return len(self.index.class_names)
 
 
-def resolve_prepared(path: str) -> Path:
-    """A prepared folder: as given if it exists, else under ``$TCSA_UDA_DATA``."""
+def load_run_data(path: str) -> PreparedIndex:
+    """The prepared folder of ``data.prepared`` (relative paths also under ``$TCSA_UDA_DATA``).
+
+    Raises:
+        ConfigError: ``data.prepared`` is empty.
+        MissingPathError / DatasetError: the folder is missing or not a complete prepared folder,
+            with the config key named.
+    """
     if not path:
         raise ConfigError("data.prepared is empty: give the folder written by `tcsa-uda prepare`.")
-    p = Path(path)
-    if p.exists() or p.is_absolute():
-        return p
-    root = os.environ.get(DATA_ENV)
-    if root and (Path(root) / p).exists():
-        return Path(root) / p
-    raise MissingPathError(
-        f"data.prepared={path!r}: no such folder (looked in the current folder"
-        f"{' and in $' + DATA_ENV if root else '; $' + DATA_ENV + ' is not set'}). Run `tcsa-uda prepare DATASET "
-        f"--out {path}` first."
-    )
+    try:
+        return load_prepared(path)
+    except MissingPathError as exc:
+        raise MissingPathError(f"data.prepared={path!r}: {exc}") from exc
 
 
 def spec_from_index(index: PreparedIndex) -> DatasetSpec:
@@ -85,7 +82,7 @@ def spec_from_index(index: PreparedIndex) -> DatasetSpec:
 
 def build_run_inputs(cfg: TrainConfig, device: torch.device, rank: int = 0) -> RunInputs:
     """Resolve and check the data and text of ``cfg`` (see the module docstring)."""
-    index = load_prepared(resolve_prepared(cfg.data.prepared))
+    index = load_run_data(cfg.data.prepared)
     src, tgt = cfg.data.source, cfg.data.target
     for key, name in (("data.source", src), ("data.target", tgt)):
         if name not in index.modalities:

@@ -32,14 +32,11 @@ from tcsa_uda.engine.schedule import set_poly_lr
 from tcsa_uda.engine.seed import rng_state, seed_everything, set_rng_state
 from tcsa_uda.engine.selection import Selector
 from tcsa_uda.engine.setup import RunInputs, build_run_inputs
-from tcsa_uda.engine.train_config import StageConfig, TrainConfig
 from tcsa_uda.errors import ConfigError
+from tcsa_uda.layout import BEST, CONFIG_FILE, FINAL, LAST, run_checkpoint, selected_checkpoint, stage_dir
 from tcsa_uda.methods import MethodContext, UDAMethod, build_method, method_class
 from tcsa_uda.models import build_segmenter
-
-FINAL = "final.pt"
-LAST = "checkpoint_last.pt"
-BEST = "best.pt"
+from tcsa_uda.train_config import TrainConfig
 
 
 @dataclass
@@ -51,19 +48,10 @@ class TrainResult:
     stage_dirs: list[Path]
 
 
-def selected_checkpoint(sdir: Path) -> Path:
-    """``best.pt`` when a selection criterion chose one, else ``final.pt``."""
-    return sdir / BEST if (sdir / BEST).is_file() else sdir / FINAL
-
-
-def stage_dir(out_dir: Path, index: int, stage: StageConfig) -> Path:
-    return out_dir / f"stage{index + 1}_{stage.method}"
-
-
 def validate_config(cfg: TrainConfig) -> None:
-    """Checks that need no data: method names exist, the domains are named and differ."""
-    for stage in cfg.stages:
-        method_class(stage.method)
+    """Checks that need no data: method names and their options are valid, the domains are named and differ."""
+    for i, stage in enumerate(cfg.stages):
+        method_class(stage.method).parse_options(stage.options, f"stages.{i}.options")
     if not cfg.data.source or not cfg.data.target:
         raise ConfigError(
             f"data.source and data.target must name domains; found source={cfg.data.source!r}, "
@@ -140,13 +128,13 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = False) -> TrainResult:
         inputs = build_run_inputs(cfg, device, rank=dist_info.rank)
         if dist_info.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, out_dir / "config.yaml")
+            save_config(cfg, out_dir / CONFIG_FILE)
         seed_everything(cfg.seed + dist_info.rank)
         model = build_model(cfg, inputs).to(device)
         stage_dirs: list[Path] = []
-        final = out_dir / FINAL
+        final = run_checkpoint(out_dir)
         for k, stage in enumerate(cfg.stages):
-            sdir = stage_dir(out_dir, k, stage)
+            sdir = stage_dir(out_dir, k, stage.method)
             stage_dirs.append(sdir)
             if not (resume and (sdir / FINAL).is_file()):
                 if k > 0 and stage.init == "scratch":
@@ -190,14 +178,13 @@ def _run_stage(
         text_source=inputs.text_source,
         text_target=inputs.text_target,
         optim=cfg.optim,
-        loss=cfg.loss,
         fidelity=cfg.fidelity,
         device=device,
         core=model,
         disc_width=cfg.model.disc_width,
         wrap=wrap,
     )
-    method = build_method(stage.method, ctx)
+    method = build_method(stage.method, ctx, stage.options, f"stages.{k}.options")
     optimizers = method.build_optimizers()
     loaders = inputs.make_loaders(seed=cfg.seed + 7919 * k + 104729 * dist_info.rank, uses_target=method.uses_target)
     selector = (
@@ -240,14 +227,12 @@ def _run_stage(
             logs = method.training_step(batch_s, batch_t, it + 1, optimizers)
             step = it + 1
             if logger is not None and (step % cfg.log_every == 0 or step == stage.iterations):
-                logs["lr"] = optimizers["sgd"].param_groups[0]["lr"]
+                logs["lr"] = method.logged_lr(optimizers)
                 logs["sec_per_it"] = (time.perf_counter() - t0) / max(step - start, 1)
                 logger.log(step, logs)
             if selector is not None and (step % cfg.selection.every == 0 or step == stage.iterations):
                 _select(cfg, inputs, model, method, selector, k, step, sdir, logger)
-            bar.set_postfix(
-                {key: f"{v:.3f}" for key, v in logs.items() if key in ("loss", "seg", "adv", "proto", "vl_s", "vl_t")}
-            )
+            bar.set_postfix({key: f"{logs[key]:.3f}" for key in method.progress_keys if key in logs})
             bar.update(1)
             if dist_info.is_main and step % cfg.checkpoint_every == 0 and step < stage.iterations:
                 payload = checkpoint_payload(cfg, inputs, model, k, step, method, optimizers, loaders)

@@ -1,7 +1,7 @@
 """Whole-volume inference: every slice of a volume, batched, mapped back to the original grid.
 
 No slice is dropped to fill a batch (the last batch is simply smaller), unlike the released
-evaluation of this family of papers (METHOD.md, Evaluation). Each batch of slice predictions is
+evaluation of this family of papers (docs/evaluation.md). Each batch of slice predictions is
 mapped back onto the original in-plane grid as soon as it is computed, so memory holds one
 batch of network-resolution probabilities plus the original-grid result.
 
@@ -26,14 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
-from tcsa_uda.data.io import Volume, load_nifti
-from tcsa_uda.data.normalize import check_percentiles, normalize_volume
-from tcsa_uda.data.prepare import (
-    PreparedCase,
-    PreparedIndex,
+from tcsa_uda.data.geometry import (
     SliceGeometry,
     image_to_slices,
     make_geometry,
@@ -41,9 +36,11 @@ from tcsa_uda.data.prepare import (
     resolve_axis,
     slices_to_volume,
 )
-from tcsa_uda.data.slices import to_three_channels
+from tcsa_uda.data.io import Volume, load_nifti
+from tcsa_uda.data.normalize import check_percentiles, normalize_volume
+from tcsa_uda.data.prepared import PreparedCase, PreparedIndex
 from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
-from tcsa_uda.models import upsample_logits
+from tcsa_uda.models.inference import check_batch_size, predict_slices
 
 
 @dataclass(frozen=True)
@@ -134,45 +131,6 @@ class VolumePrediction:
     geometry: SliceGeometry
 
 
-@torch.no_grad()
-def predict_slices(
-    model: nn.Module,
-    slices: np.ndarray,
-    text: Tensor,
-    batch_size: int = 16,
-    flip: bool = False,
-) -> np.ndarray:
-    """Class probabilities of a slice stack.
-
-    Args:
-        model: a segmenter returning ``SegmenterOutput``; put in eval mode by the caller.
-        slices: (S, H, W) float32 normalised slices.
-        text: (C, D_text) text embeddings of the slices' modality.
-        batch_size: slices per forward pass (the last batch may be smaller).
-        flip: average with the prediction of the horizontally flipped slices (test-time augmentation).
-
-    Returns:
-        (S, C, H, W) float32 softmax probabilities of the main head.
-    """
-    device = text.device
-    out = []
-    size = tuple(slices.shape[-2:])
-    for start in range(0, slices.shape[0], batch_size):
-        x = to_three_channels(np.asarray(slices[start : start + batch_size])).to(device)  # (b, 3, H, W)
-        prob = torch.softmax(upsample_logits(model(x, text).main, size), dim=1)
-        if flip:
-            xf = torch.flip(x, dims=[-1])
-            pf = torch.softmax(upsample_logits(model(xf, text).main, size), dim=1)
-            prob = 0.5 * (prob + torch.flip(pf, dims=[-1]))
-        out.append(prob.float().cpu().numpy())
-    return np.concatenate(out, axis=0)
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size: expected a positive integer, found {batch_size!r}.")
-
-
 def _label_dtype(num_classes: int) -> type[np.integer]:
     return np.uint8 if num_classes <= 256 else np.int16
 
@@ -201,7 +159,7 @@ def predict_stack(
         DatasetError: the stack does not match ``geometry``.
         ConfigError: invalid ``batch_size``.
     """
-    _check_batch_size(batch_size)
+    check_batch_size(batch_size)
     n, size = geometry.n_slices, geometry.size
     if slices.ndim != 3 or slices.shape != (n, size, size):
         raise DatasetError(f"predict_stack: expected a slice stack of shape {(n, size, size)}, found {slices.shape}.")
@@ -292,8 +250,3 @@ def original_label_volume(index: PreparedIndex, case: PreparedCase) -> Volume:
     if not rec:
         raise MissingPathError(f"Case {case.domain}/{case.id} has no label in {index.dataset_path}.")
     return load_nifti(Path(index.dataset_path) / rec["path"], what="label")
-
-
-def original_label(index: PreparedIndex, case: PreparedCase) -> np.ndarray:
-    """The ground-truth label volume of ``case`` read from the original dataset file, int64."""
-    return np.asarray(original_label_volume(index, case).array).astype(np.int64)

@@ -43,8 +43,9 @@ from tcsa_uda.atomic import atomic_write_json
 from tcsa_uda.data.convert.dicom import read_dicom_series
 from tcsa_uda.data.io import Volume, is_nifti, load_nifti, save_nifti
 from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
-from tcsa_uda.evaluation.evaluate import LoadedModel, load_model, nifti_stem, resolve_checkpoint
 from tcsa_uda.evaluation.inference import predict_volume
+from tcsa_uda.evaluation.model import LoadedModel, load_model, resolve_checkpoint
+from tcsa_uda.evaluation.predictions import nifti_stem
 
 PROBABILITY_SUFFIX = "_probabilities"
 RECORD_FILE = "predict.json"

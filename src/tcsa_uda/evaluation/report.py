@@ -38,18 +38,9 @@ import torch
 from tcsa_uda import __version__
 from tcsa_uda.atomic import atomic_write_text
 from tcsa_uda.data.contract import DATASET_FILE
-from tcsa_uda.data.prepare import INDEX_FILE, PreparedCase, PreparedIndex, load_prepared
-from tcsa_uda.engine.setup import resolve_prepared
-from tcsa_uda.engine.trainer import selected_checkpoint
+from tcsa_uda.data.prepared import INDEX_FILE, PreparedCase, PreparedIndex, load_prepared
 from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
-from tcsa_uda.evaluation.evaluate import (
-    EvalSettings,
-    EvaluationResult,
-    LoadedModel,
-    load_model,
-    resolve_checkpoint,
-    run_evaluation,
-)
+from tcsa_uda.evaluation.evaluate import EvaluationResult, run_evaluation
 from tcsa_uda.evaluation.figures import (
     StageMetrics,
     load_run_metrics,
@@ -59,9 +50,13 @@ from tcsa_uda.evaluation.figures import (
     plot_tsne,
 )
 from tcsa_uda.evaluation.gradcam import grad_cam
-from tcsa_uda.evaluation.inference import predict_slices
+from tcsa_uda.evaluation.model import LoadedModel, load_model, resolve_checkpoint
 from tcsa_uda.evaluation.selection_study import study_markdown, study_stage
+from tcsa_uda.evaluation.settings import EvalSettings
 from tcsa_uda.evaluation.tsne import FEATURES, PixelFeatures, TsneEmbedding, pixel_features, tsne_embedding
+from tcsa_uda.layout import selected_checkpoint
+from tcsa_uda.models.inference import predict_slices
+from tcsa_uda.paths import resolve_data_path
 
 __all__ = [
     "FIGURE_FILES",
@@ -169,19 +164,14 @@ def report_dataset(checkpoint: dict[str, Any], dataset: str | Path | None, what:
             raise ConfigError(
                 f"{what}: no prepared dataset recorded (config data.prepared); pass --dataset PREPARED_DIR."
             )
-        try:
-            root = resolve_prepared(str(recorded))
-        except MissingPathError as exc:
-            raise MissingPathError(
-                f"{what}: the recorded dataset is not available ({exc}); pass --dataset PREPARED_DIR."
-            ) from exc
+        root = resolve_data_path(str(recorded))
         if not (root / INDEX_FILE).is_file():
             raise MissingPathError(
                 f"{what}: the prepared dataset recorded in config data.prepared, {root}, has no {INDEX_FILE} (moved or "
                 "deleted?); pass --dataset PREPARED_DIR."
             )
     else:
-        root = Path(dataset)
+        root = resolve_data_path(dataset)
     if not (root / INDEX_FILE).is_file() and (root / DATASET_FILE).is_file():
         raise ConfigError(
             f"{root}: a raw dataset folder ({DATASET_FILE}); the report draws prepared slices, so pass the folder "

@@ -31,9 +31,10 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from tcsa_uda.engine.logging import logged_float
-from tcsa_uda.engine.selection import DIRECTION, SelectionConfig, Selector
+from tcsa_uda.engine.selection import Selector
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.evaluation.figures import StageMetrics, load_run_metrics
+from tcsa_uda.train_config import CRITERION_DIRECTION, SelectionConfig
 
 #: the label-free criteria compared with the oracle, in table order
 CRITERIA: tuple[str, ...] = ("last", "source_val_dice", "target_entropy", "target_aux_agreement")
@@ -137,7 +138,7 @@ def study_stage(stage: StageMetrics) -> StageStudy:
         step = replay(rows, crit)
         picks[crit] = Pick(crit, step, oracle_at[step])
         if crit != "last":
-            corr[crit] = _signed_spearman([r[crit] for r in rows], oracle, DIRECTION[crit])
+            corr[crit] = _signed_spearman([r[crit] for r in rows], oracle, CRITERION_DIRECTION[crit])
     best_step = replay(rows, "oracle")
     return StageStudy(stage.name, len(rows), picks, Pick("oracle", best_step, oracle_at[best_step]), corr)
 

@@ -3,7 +3,7 @@
 One row per evaluated model (or prediction folder), as in the tables of SIFA, MPSCL and TCSA-UDA
 (arXiv 2511.05782): ``Dice (%)`` for every class and their mean, then ``ASSD`` for every class
 and their mean. Each cell is ``mean (std)`` over volumes from
-:meth:`~tcsa_uda.evaluation.metrics.MetricAccumulator.summary`. Numbers in these papers are not
+:meth:`~tcsa_uda.metrics.volume.MetricAccumulator.summary`. Numbers in these papers are not
 comparable unless the conventions are known, so every table carries notes naming the ASSD
 variant and unit, the policy for missing structures, the parity preset, the number of volumes
 and the model selection (an ``oracle`` selection is flagged), in markdown under the table and in

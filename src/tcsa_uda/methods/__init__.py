@@ -6,11 +6,12 @@ entropy-minimisation baselines) and ``tcsa`` (TCSA-UDA stage 2).
 """
 
 from tcsa_uda.methods import minent, output_adversarial, source_only, tcsa  # noqa: F401  (registration)
-from tcsa_uda.methods.base import MethodContext, StepOutputs, UDAMethod
+from tcsa_uda.methods.base import MethodContext, MethodOptions, StepOutputs, UDAMethod
 from tcsa_uda.methods.registry import available_methods, build_method, method_class, register_method
 
 __all__ = [
     "MethodContext",
+    "MethodOptions",
     "StepOutputs",
     "UDAMethod",
     "available_methods",

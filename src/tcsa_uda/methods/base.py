@@ -1,29 +1,44 @@
 """The base class of every adaptation method: one iteration, split into overridable hooks.
 
-A method owns the losses and any extra networks (discriminators) or state (prototype centres,
-memory banks) it needs; the engine owns the loop, the schedule, checkpoints and logging. A new
-method is a subclass in its own file that overrides :meth:`UDAMethod.generator_loss` and, when it
-trains discriminators, :meth:`UDAMethod.build_discriminators` and
-:meth:`UDAMethod.discriminator_loss` (the nnU-Net "variant overrides one hook" pattern).
+A method owns its options (loss weights, momenta, switches: a dataclass declared in the method's
+own file), the losses and any extra networks (discriminators) or state (prototype centres, memory
+banks) it needs, and tells the engine what to show (:attr:`UDAMethod.progress_keys`) and which
+learning rate to log (:meth:`UDAMethod.logged_lr`); the engine owns the loop, the schedule,
+checkpoints and logging. A new method is a subclass in its own file that overrides
+:meth:`UDAMethod.generator_loss` and, when it trains discriminators,
+:meth:`UDAMethod.build_discriminators` and :meth:`UDAMethod.discriminator_loss` (the nnU-Net
+"variant overrides one hook" pattern); docs/extending.md walks through one.
 
-One iteration (METHOD.md, Training): forward source and target batches, generator losses with the
-discriminators frozen, backward; discriminator losses on detached predictions, backward; step all
-optimisers.
+One iteration (docs/method.md, Training): forward source and target batches, generator losses
+with the discriminators frozen, backward; discriminator losses on detached predictions, backward;
+step all optimisers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from tcsa_uda.engine.train_config import LossConfig, OptimConfig
+from tcsa_uda.config import from_dict
 from tcsa_uda.losses import source_segmentation_loss
 from tcsa_uda.models import parameter_groups, upsample_logits
-from tcsa_uda.models.segmenter import SegmenterOutput
+from tcsa_uda.models.segmenter import SegmenterOutput, TCSASegmenter
+from tcsa_uda.train_config import OptimConfig
+
+
+@dataclass
+class MethodOptions:
+    """Options every method has (a method's own options dataclass subclasses this one).
+
+    Attributes:
+        aux_weight: weight of the auxiliary head in the source loss L_seg (0.1 in the released code).
+    """
+
+    aux_weight: float = 0.1
 
 
 @dataclass
@@ -36,11 +51,10 @@ class MethodContext:
         text_source: (C, D_text) frozen embeddings of the source-modality prompts.
         text_target: (C, D_text) frozen embeddings of the target-modality prompts.
         optim: optimiser settings.
-        loss: loss weights.
         disc_width: first-layer channels of the discriminators.
         wrap: applied to each discriminator for its forward calls (the engine passes a
             DistributedDataParallel wrapper under torchrun); None = used as they are.
-        fidelity: ``paper`` or ``released`` (METHOD.md, Two fidelity modes).
+        fidelity: ``paper`` or ``released`` (docs/method.md, Fidelity modes).
         device: where the tensors live.
     """
 
@@ -49,7 +63,6 @@ class MethodContext:
     text_source: Tensor
     text_target: Tensor
     optim: OptimConfig
-    loss: LossConfig
     fidelity: str
     device: torch.device
     core: nn.Module | None = None
@@ -57,8 +70,12 @@ class MethodContext:
     wrap: Callable[[nn.Module], nn.Module] | None = None
 
     @property
-    def segmenter(self) -> nn.Module:
-        return self.core if self.core is not None else self.model
+    def segmenter(self) -> TCSASegmenter:
+        """The bare segmentation network (unwrapped from DDP)."""
+        net = self.core if self.core is not None else self.model
+        if not isinstance(net, TCSASegmenter):
+            raise TypeError(f"MethodContext: expected a TCSASegmenter, found {type(net).__name__}.")
+        return net
 
 
 @dataclass
@@ -91,19 +108,42 @@ class StepOutputs:
 
 
 class UDAMethod:
-    """Base class. Subclasses set ``name`` and override the hooks they need."""
+    """Base class. Subclasses set ``name`` (and ``Options`` when they have options of their own)
+    and override the hooks they need.
+
+    Args:
+        ctx: the network, text embeddings and run settings.
+        options: this method's options; default ``Options()``. Build them from a config mapping
+            with :meth:`parse_options`.
+    """
 
     name: ClassVar[str] = "base"
+    #: the options dataclass of this method (subclass :class:`MethodOptions` to add options)
+    Options: ClassVar[type[MethodOptions]] = MethodOptions
     #: whether the method reads target images (source-only does not)
     uses_target: ClassVar[bool] = True
+    #: logged values shown in the progress bar (in this order, when present)
+    progress_keys: ClassVar[tuple[str, ...]] = ("loss", "seg")
 
-    def __init__(self, ctx: MethodContext) -> None:
+    def __init__(self, ctx: MethodContext, options: MethodOptions | None = None) -> None:
         self.ctx = ctx
+        self.options = options if options is not None else self.Options()
+        if not isinstance(self.options, self.Options):
+            raise TypeError(f"{type(self).__name__}: expected {self.Options.__name__}, found {type(options).__name__}.")
         self.discriminators: nn.ModuleDict = self.build_discriminators().to(ctx.device)
         wrap = ctx.wrap or (lambda m: m)
         #: what forward passes go through (DDP-wrapped under torchrun); state lives in ``discriminators``
         self.disc: dict[str, nn.Module] = {k: wrap(d) for k, d in self.discriminators.items()}
         self.extra: nn.ModuleDict = self.build_extra_modules().to(ctx.device)
+
+    @classmethod
+    def parse_options(cls, data: Mapping[str, Any], where: str = "options") -> MethodOptions:
+        """This method's options from a config mapping (e.g. ``stages[1].options``).
+
+        Raises:
+            ConfigError: an unknown option (the valid ones are listed) or a wrong type, naming ``where``.
+        """
+        return from_dict(cls.Options, data, where)
 
     # ----------------------------------------------------------------- hooks
     def build_discriminators(self) -> nn.ModuleDict:
@@ -121,9 +161,9 @@ class UDAMethod:
         raise NotImplementedError
 
     def source_loss(self, out: StepOutputs, batch_s: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        """L_seg on the source batch (METHOD.md, Losses 1) and its logged parts (``seg``, CE and Dice terms)."""
+        """L_seg on the source batch (docs/method.md, Losses) and its logged parts (``seg``, CE and Dice terms)."""
         seg, parts = source_segmentation_loss(
-            out.main_s, out.aux_s, batch_s["label"], aux_weight=self.ctx.loss.aux_weight
+            out.main_s, out.aux_s, batch_s["label"], aux_weight=self.options.aux_weight
         )
         return seg, {"seg": float(seg.detach()), **{k: float(v) for k, v in parts.items()}}
 
@@ -153,11 +193,15 @@ class UDAMethod:
             opts["disc"] = torch.optim.Adam(d_params, lr=o.disc_lr, betas=tuple(o.disc_betas))
         return opts
 
+    def logged_lr(self, optimizers: Mapping[str, torch.optim.Optimizer]) -> float:
+        """The learning rate logged as ``lr``: the backbone group of the segmenter's SGD optimiser."""
+        return float(optimizers["sgd"].param_groups[0]["lr"])
+
     def stepped_optimizers(self) -> set[str]:
         """Names of the optimisers stepped each iteration.
 
         In ``released`` fidelity the optimiser of the non-backbone modules is built but never
-        stepped, as in the authors' released code (METHOD.md, defect (a)).
+        stepped, as in the authors' released code (docs/method.md, Fidelity modes).
         """
         names = {"sgd", "fusion", "disc"}
         if self.ctx.fidelity == "released":

@@ -1,13 +1,14 @@
 """Output-space adversarial alignment (AdaptSegNet's multi-level output space; ADVENT's entropy maps).
 
 ``adaoutput`` (Tsai et al., CVPR 2018) feeds softmax maps to two PatchGAN discriminators, one on
-the main and one on the auxiliary output; it is also stage 1 (warm-up) of TCSA-UDA (METHOD.md,
+the main and one on the auxiliary output; it is also stage 1 (warm-up) of TCSA-UDA (docs/method.md,
 Training). ``advent`` (Vu et al., CVPR 2019) feeds weighted self-information maps instead, the
 adversarial input of TCSA-UDA's stage 2.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 from torch import Tensor, nn
@@ -17,15 +18,31 @@ from tcsa_uda.losses import (
     discriminator_loss,
     generator_adversarial_loss,
 )
-from tcsa_uda.methods.base import StepOutputs, UDAMethod
+from tcsa_uda.methods.base import MethodOptions, StepOutputs, UDAMethod
 from tcsa_uda.methods.registry import register_method
 from tcsa_uda.models import build_discriminator
+
+
+@dataclass
+class AdversarialOptions(MethodOptions):
+    """Options of the output-space adversarial methods.
+
+    Attributes:
+        adv_main: generator weight of the main discriminator's term (0.003 in the released code).
+        adv_aux: generator weight of the auxiliary discriminator's term (0.00002 in the released code).
+    """
+
+    adv_main: float = 0.003
+    adv_aux: float = 0.00002
 
 
 class OutputSpaceAdversarial(UDAMethod):
     """L_seg + output-space adversarial loss on the main and auxiliary predictions."""
 
+    Options = AdversarialOptions
     adversarial_input: ClassVar[str] = "softmax"
+    progress_keys: ClassVar[tuple[str, ...]] = ("loss", "seg", "adv")
+    options: AdversarialOptions
 
     def build_discriminators(self) -> nn.ModuleDict:
         c = self.ctx.num_classes
@@ -40,8 +57,8 @@ class OutputSpaceAdversarial(UDAMethod):
         return generator_adversarial_loss(
             d["main"](discriminator_input(main_t, kind)),
             d["aux"](discriminator_input(aux_t, kind)),
-            w_main=self.ctx.loss.adv_main,
-            w_aux=self.ctx.loss.adv_aux,
+            w_main=self.options.adv_main,
+            w_aux=self.options.adv_aux,
         )
 
     def generator_loss(
@@ -55,15 +72,15 @@ class OutputSpaceAdversarial(UDAMethod):
         main_t, aux_t = out.target_logits()
         kind = self.adversarial_input
         d = self.disc
-        total = 0.0
+        losses: list[Tensor] = []
         logs: dict[str, float] = {}
         for key, s, t in (("main", out.main_s, main_t), ("aux", out.aux_s, aux_t)):
             loss = discriminator_loss(
                 d[key](discriminator_input(s.detach(), kind)), d[key](discriminator_input(t.detach(), kind))
             )
             logs[f"d_{key}"] = float(loss.detach())
-            total = total + loss
-        return total, logs  # type: ignore[return-value]
+            losses.append(loss)
+        return losses[0] + losses[1], logs
 
 
 @register_method

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
 
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.methods.base import MethodContext, UDAMethod
@@ -11,7 +12,11 @@ _METHODS: dict[str, type[UDAMethod]] = {}
 
 
 def register_method(cls: type[UDAMethod]) -> type[UDAMethod]:
-    """Class decorator adding ``cls`` under ``cls.name``."""
+    """Class decorator adding ``cls`` under ``cls.name``.
+
+    Raises:
+        ValueError: another class is already registered under that name (a programming error).
+    """
     if cls.name in _METHODS and _METHODS[cls.name] is not cls:
         raise ValueError(f"Method name {cls.name!r} registered twice.")
     _METHODS[cls.name] = cls
@@ -19,6 +24,7 @@ def register_method(cls: type[UDAMethod]) -> type[UDAMethod]:
 
 
 def available_methods() -> list[str]:
+    """The registered method names, sorted."""
     return sorted(_METHODS)
 
 
@@ -29,8 +35,9 @@ def method_class(name: str) -> type[UDAMethod]:
     return _METHODS[name]
 
 
-def build_method(name: str, ctx: MethodContext) -> UDAMethod:
-    return method_class(name)(ctx)
-
-
-MethodFactory = Callable[[MethodContext], UDAMethod]
+def build_method(
+    name: str, ctx: MethodContext, options: Mapping[str, Any] | None = None, where: str = "options"
+) -> UDAMethod:
+    """Instantiate method ``name`` with its options parsed from ``options`` (named ``where`` in errors)."""
+    cls = method_class(name)
+    return cls(ctx, cls.parse_options(options or {}, where))

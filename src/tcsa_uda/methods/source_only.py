@@ -10,7 +10,7 @@ from tcsa_uda.methods.registry import register_method
 
 @register_method
 class SourceOnly(UDAMethod):
-    """L_seg on the source batch only (METHOD.md, Losses 1); target images are never read."""
+    """L_seg on the source batch only (docs/method.md, Losses); target images are never read."""
 
     name = "source_only"
     uses_target = False

@@ -1,4 +1,4 @@
-"""TCSA-UDA stage 2: text-driven cross-semantic alignment (METHOD.md; arXiv 2511.05782).
+"""TCSA-UDA stage 2: text-driven cross-semantic alignment (Maurya et al., arXiv 2511.05782; docs/method.md).
 
 Total generator loss:
 ``L_seg + L_adv(entropy maps) + [iteration > align_start] (L_proto + L_vl_source + L_vl_target)``
@@ -13,12 +13,41 @@ unstepped (see base.UDAMethod.stepped_optimizers).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from torch import Tensor, nn
 
+from tcsa_uda.errors import ConfigError
 from tcsa_uda.losses import PrototypeAlignmentLoss, VLCovarianceLoss
 from tcsa_uda.methods.base import StepOutputs
-from tcsa_uda.methods.output_adversarial import OutputSpaceAdversarial
+from tcsa_uda.methods.output_adversarial import AdversarialOptions, OutputSpaceAdversarial
 from tcsa_uda.methods.registry import register_method
+
+
+@dataclass
+class TCSAOptions(AdversarialOptions):
+    """Options of ``tcsa`` (the released code's values are the defaults).
+
+    Attributes:
+        align_start: prototype and VL losses join after this many iterations (100).
+        proto_weight: weight of L_proto (1).
+        vl_source_weight: weight of L_vl on the source batch (1).
+        vl_target_weight: weight of L_vl on the target batch (1).
+        proto_momentum: EMA weight ``m`` of the previous class centre (0.01).
+        bank_momentum: EMA weight ``lambda`` of the VL memory bank (0.5 for MR->CT, 0.9 for CT->MR).
+    """
+
+    align_start: int = 100
+    proto_weight: float = 1.0
+    vl_source_weight: float = 1.0
+    vl_target_weight: float = 1.0
+    proto_momentum: float = 0.01
+    bank_momentum: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.align_start < 0:
+            raise ConfigError(f"tcsa option align_start: expected >= 0, found {self.align_start}.")
 
 
 @register_method
@@ -26,20 +55,23 @@ class TCSA(OutputSpaceAdversarial):
     """TCSA-UDA's second stage; its first stage is the ``adaoutput`` method."""
 
     name = "tcsa"
+    Options = TCSAOptions
     adversarial_input = "entropy"
+    progress_keys: ClassVar[tuple[str, ...]] = ("loss", "seg", "adv", "proto", "vl_s", "vl_t")
+    options: TCSAOptions
 
     def build_extra_modules(self) -> nn.ModuleDict:
         c = self.ctx.num_classes
         seg = self.ctx.segmenter
         hi_dim = int(seg.hi_channels)
         emb_dim = int(seg.embed_dim)
-        lcfg = self.ctx.loss
+        opt = self.options
         mode = self.ctx.fidelity
         return nn.ModuleDict(
             {
-                "proto": PrototypeAlignmentLoss(c, hi_dim, momentum=lcfg.proto_momentum),
-                "vl_source": VLCovarianceLoss(c, emb_dim, bank_momentum=lcfg.bank_momentum, mode=mode),
-                "vl_target": VLCovarianceLoss(c, emb_dim, bank_momentum=lcfg.bank_momentum, mode=mode),
+                "proto": PrototypeAlignmentLoss(c, hi_dim, momentum=opt.proto_momentum),
+                "vl_source": VLCovarianceLoss(c, emb_dim, bank_momentum=opt.bank_momentum, mode=mode),
+                "vl_target": VLCovarianceLoss(c, emb_dim, bank_momentum=opt.bank_momentum, mode=mode),
             }
         )
 
@@ -47,15 +79,15 @@ class TCSA(OutputSpaceAdversarial):
         self, out: StepOutputs, batch_s: dict[str, Tensor], iteration: int
     ) -> tuple[Tensor, dict[str, float]]:
         loss, logs = super().generator_loss(out, batch_s, iteration)
-        if iteration <= self.ctx.loss.align_start or out.target is None or out.main_t is None:
+        opt = self.options
+        if iteration <= opt.align_start or out.target is None or out.main_t is None:
             return loss, logs
-        lcfg = self.ctx.loss
         y_s = batch_s["label"]
         pseudo_t = out.main_t.detach().argmax(dim=1)  # (B, H, W), no confidence threshold [R]
         proto = self.extra["proto"](out.source.f_hi, y_s, out.target.f_hi, pseudo_t)
         text = self.ctx.segmenter.project_text(self.ctx.text_source)  # (C, 256), source modality [R]
         vl_s = self.extra["vl_source"](out.source.f_vis, y_s, text)
         vl_t = self.extra["vl_target"](out.target.f_vis, pseudo_t, text)
-        align = lcfg.proto_weight * proto + lcfg.vl_source_weight * vl_s + lcfg.vl_target_weight * vl_t
+        align = opt.proto_weight * proto + opt.vl_source_weight * vl_s + opt.vl_target_weight * vl_t
         logs.update({"proto": float(proto.detach()), "vl_s": float(vl_s.detach()), "vl_t": float(vl_t.detach())})
         return loss + align, logs

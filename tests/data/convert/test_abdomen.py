@@ -9,7 +9,7 @@ from PIL import Image
 
 from tcsa_uda.data.contract import load_dataset
 from tcsa_uda.data.convert.abdomen import TEST_IDS, convert_abdomen, map_chaos_mask
-from tcsa_uda.data.prepare import resolve_axis
+from tcsa_uda.data.geometry import resolve_axis
 from tcsa_uda.data.verify import verify_dataset
 from tcsa_uda.errors import DatasetError, MissingPathError
 

@@ -10,7 +10,8 @@ import pytest
 
 from tcsa_uda.data.contract import load_dataset
 from tcsa_uda.data.convert.mmwhs import TEST_IDS, convert_mmwhs
-from tcsa_uda.data.prepare import prepare_dataset, resolve_axis
+from tcsa_uda.data.geometry import resolve_axis
+from tcsa_uda.data.prepare import prepare_dataset
 from tcsa_uda.data.verify import verify_dataset
 from tcsa_uda.errors import DatasetError, MissingPathError
 

@@ -8,7 +8,9 @@ import pytest
 
 from tcsa_uda.data.contract import load_dataset
 from tcsa_uda.data.convert.mmwhs_sifa import convert_mmwhs_sifa
-from tcsa_uda.data.prepare import load_prepared, prepare_dataset, resolve_axis
+from tcsa_uda.data.geometry import resolve_axis
+from tcsa_uda.data.prepare import prepare_dataset
+from tcsa_uda.data.prepared import load_prepared
 from tcsa_uda.data.verify import verify_dataset
 from tcsa_uda.errors import DatasetError
 

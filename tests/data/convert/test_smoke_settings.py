@@ -16,11 +16,13 @@ import torch
 
 from tcsa_uda.config import load_config
 from tcsa_uda.data.convert import convert_abdomen, convert_brats, convert_mmwhs, convert_mmwhs_sifa
-from tcsa_uda.data.prepare import load_prepared, prepare_dataset
+from tcsa_uda.data.prepare import prepare_dataset
+from tcsa_uda.data.prepared import load_prepared
 from tcsa_uda.demo import packaged_config
-from tcsa_uda.engine.train_config import TrainConfig
 from tcsa_uda.engine.trainer import train
-from tcsa_uda.evaluation.evaluate import evaluate_domain, load_model
+from tcsa_uda.evaluation.evaluate import evaluate_domain
+from tcsa_uda.evaluation.model import load_model
+from tcsa_uda.train_config import TrainConfig
 
 SETTINGS = {
     # config file: (dataset, source, target)
@@ -98,7 +100,7 @@ def test_setting_trains_and_evaluates(config, prepared, raw, tmp_path):
             "stages.0.iterations=2",
             "stages.1.iterations=2",
             "optim.decay_iterations=2",
-            "loss.align_start=1",
+            "stages.1.options.align_start=1",
             "checkpoint_every=2",
             "log_every=1",
             "tensorboard=false",

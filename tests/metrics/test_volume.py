@@ -1,4 +1,4 @@
-"""Tests of tcsa_uda.evaluation.metrics and metrics_surface: hand-computed values, properties,
+"""Tests of tcsa_uda.metrics.volume and metrics_surface: hand-computed values, properties,
 empty-structure policies, agreement with MONAI, input validation and the accumulator."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from scipy import ndimage
 
 from tcsa_uda.errors import ConfigError, TcsaUdaError
-from tcsa_uda.evaluation import (
+from tcsa_uda.metrics import (
     EMPTY_POLICIES,
     EmptyPolicy,
     MetricAccumulator,

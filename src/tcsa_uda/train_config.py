@@ -1,19 +1,57 @@
-"""Typed configuration of a training run (loaded from YAML with overrides, see config.py).
+"""The schema of a training run (loaded from YAML with overrides by :mod:`tcsa_uda.config`).
 
-Defaults are the paper configuration of METHOD.md (DeepLab-v2 ResNet-101, 256x256, 4 + 4 slices,
-SGD 2.5e-4 poly 0.9, Adam 1e-4 discriminators, AdamW 1e-3 non-backbone modules); the configs in
-``configs/`` override what differs (e.g. the light model on the built-in phantom benchmark).
+Defaults are the paper configuration (docs/method.md: DeepLab-v2 ResNet-101, 256x256, 4 + 4
+slices, SGD 2.5e-4 poly 0.9, Adam 1e-4 discriminators, AdamW 1e-3 non-backbone modules); the
+configs in ``configs/`` override what differs (e.g. the light model on the built-in benchmark).
+
+The schema knows nothing about individual methods: each stage names a method and carries that
+method's own ``options`` mapping, which the method validates against the options dataclass
+declared in its own file (:mod:`tcsa_uda.methods`). This module sits below the methods and the
+engine, so both can import it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from tcsa_uda.engine.selection import SelectionConfig
 from tcsa_uda.errors import ConfigError
 
 Fidelity = Literal["paper", "released"]
+
+Criterion = Literal["last", "source_val_dice", "target_entropy", "target_aux_agreement", "oracle"]
+#: +1 when a larger score is better, -1 when a smaller one is
+CRITERION_DIRECTION: dict[str, int] = {
+    "source_val_dice": 1,
+    "target_entropy": -1,
+    "target_aux_agreement": 1,
+    "oracle": 1,
+}
+
+
+@dataclass
+class SelectionConfig:
+    """How checkpoints are scored and chosen during training (see :mod:`tcsa_uda.engine.selection`).
+
+    Attributes:
+        criterion: the score that picks the checkpoint handed to the next stage and saved as
+            the run's ``final.pt``; ``last`` keeps the last iteration.
+        every: score every this many iterations (and at the end of a stage).
+        max_slices: slices per subset (a fixed, evenly spaced subset; bounds the cost).
+        log_oracle: also compute and log the oracle score for comparison studies (it is never
+            used for selection unless ``criterion: oracle``).
+    """
+
+    criterion: Criterion = "last"
+    every: int = 100
+    max_slices: int = 48
+    log_oracle: bool = False
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.max_slices < 1:
+            raise ConfigError(
+                f"selection.every and selection.max_slices: expected >= 1, found {self.every} and {self.max_slices}."
+            )
 
 
 @dataclass
@@ -75,7 +113,11 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimisers of METHOD.md (Training)."""
+    """Optimisers (docs/method.md, Training).
+
+    SGD with poly decay for the segmenter (heads at ``head_lr_mult`` x ``lr``), Adam for the
+    discriminators, AdamW for the fusion modules.
+    """
 
     lr: float = 2.5e-4
     momentum: float = 0.9
@@ -90,38 +132,24 @@ class OptimConfig:
 
 
 @dataclass
-class LossConfig:
-    """Loss weights and momenta of METHOD.md (Losses).
-
-    ``ent_main`` / ``ent_aux`` weight the target entropy of the ``minent`` baseline (ADVENT's
-    lambda_ent = 0.001 on the main head; the aux head gets 0.1 x, the ratio of ``aux_weight``).
-    """
-
-    aux_weight: float = 0.1
-    adv_main: float = 0.003
-    adv_aux: float = 0.00002
-    proto_weight: float = 1.0
-    vl_source_weight: float = 1.0
-    vl_target_weight: float = 1.0
-    align_start: int = 100
-    proto_momentum: float = 0.01
-    bank_momentum: float = 0.5
-    ent_main: float = 0.001
-    ent_aux: float = 0.0001
-
-
-@dataclass
 class StageConfig:
     """One training stage: a method trained for ``iterations`` iterations.
 
-    ``init``: ``previous`` starts from the previous stage's selected segmenter weights (stage 2 of
-    TCSA starts from stage 1), ``scratch`` from a fresh network. Discriminators and other method
-    state are always fresh at the start of a stage (METHOD.md).
+    Attributes:
+        method: a registered method name (``tcsa-uda`` lists them in errors).
+        iterations: iterations of this stage.
+        init: ``previous`` starts from the previous stage's selected segmenter weights (stage 2
+            of TCSA starts from stage 1), ``scratch`` from a fresh network. Discriminators and
+            other method state are always fresh at the start of a stage (docs/method.md).
+        options: the method's own options (loss weights, momenta, switches), validated by the
+            method against the options dataclass declared in its file; e.g.
+            ``stages.1.options.bank_momentum=0.9``.
     """
 
     method: str = "source_only"
     iterations: int = 1000
     init: Literal["previous", "scratch"] = "previous"
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
@@ -130,13 +158,18 @@ class StageConfig:
 
 @dataclass
 class TrainConfig:
-    """A whole run: data, text, model, optimisation, losses and the list of stages."""
+    """A whole run: data, text, model, optimisation and the list of stages (each with its method's options)."""
+
+    #: keys of earlier versions and where their content lives now (named in the error message)
+    moved_keys: ClassVar[dict[str, str]] = {
+        "loss": "loss weights and momenta are options of the method that uses them, per stage: "
+        "stages.<i>.options.<name> (e.g. stages.1.options.bank_momentum=0.9); see docs/training.md",
+    }
 
     data: DataConfig = field(default_factory=DataConfig)
     text: TextConfig = field(default_factory=TextConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     fidelity: Fidelity = "paper"
@@ -152,4 +185,6 @@ class TrainConfig:
         if not self.stages:
             raise ConfigError("stages: expected at least one stage, found an empty list.")
         if self.checkpoint_every < 1 or self.log_every < 1:
-            raise ConfigError("checkpoint_every and log_every: expected >= 1.")
+            raise ConfigError(
+                f"checkpoint_every and log_every: expected >= 1, found {self.checkpoint_every} and {self.log_every}."
+            )

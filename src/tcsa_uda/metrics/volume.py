@@ -6,7 +6,7 @@ and is written into the metric name or the policy: distance unit (``mm`` with a 
 ``vox`` without), ASSD definition (``pooled`` | ``mean_of_means``), HD95 definition
 (``max_directed`` as MONAI | ``pooled`` as medpy) and the handling of a missing structure
 (:class:`EmptyPolicy`). Conventions are documented in docs/evaluation.md and in
-:mod:`tcsa_uda.evaluation.metrics_surface`.
+:mod:`tcsa_uda.metrics.surface`.
 
 Reference: the evaluation of the SIFA / MPSCL / TCSA-UDA family (arXiv 2511.05782): per test
 volume and foreground class, 3D Dice and ASSD, reported as mean (std) over volumes and the mean
@@ -34,7 +34,7 @@ import numpy as np
 
 from tcsa_uda.atomic import atomic_write_json, atomic_write_text
 from tcsa_uda.errors import ConfigError
-from tcsa_uda.evaluation.metrics_surface import (
+from tcsa_uda.metrics.surface import (
     ASSD_VARIANTS,
     HD_VARIANTS,
     MetricInputError,

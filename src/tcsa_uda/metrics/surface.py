@@ -1,8 +1,8 @@
 """Surface distances between two binary masks, and the ASSD / HD95 reductions of them.
 
-This is the distance core of :mod:`tcsa_uda.evaluation.metrics`: it assumes both masks are
+This is the distance core of :mod:`tcsa_uda.metrics.volume`: it assumes both masks are
 validated, 3D, of equal shape and **non-empty** (the empty cases are a policy decision taken
-by the caller, see :class:`tcsa_uda.evaluation.metrics.EmptyPolicy`).
+by the caller, see :class:`tcsa_uda.metrics.volume.EmptyPolicy`).
 
 Conventions (docs/evaluation.md):
 

@@ -1,0 +1,98 @@
+"""The ground truth an evaluation is scored against: labelled cases of one domain and split.
+
+The cases come from a prepared folder (``index.json``, pointing back at the original label files)
+or from a raw dataset folder (``dataset.json``); scoring always uses the original label volume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tcsa_uda.data.contract import DATASET_FILE, SPLITS, DatasetSpec, load_dataset
+from tcsa_uda.data.prepared import INDEX_FILE, PreparedCase, PreparedIndex, load_prepared
+from tcsa_uda.errors import DatasetError, MissingPathError
+from tcsa_uda.paths import resolve_data_path
+
+
+@dataclass(frozen=True)
+class GroundTruthCase:
+    """One labelled volume to evaluate.
+
+    Attributes:
+        id: the case id of ``dataset.json``.
+        label: the ground-truth label file.
+        image: the image file (None when unknown).
+        channel: the domain's channel of a 4D image.
+        prepared: the prepared case, when evaluating a prepared folder.
+    """
+
+    id: str
+    label: Path
+    image: Path | None = None
+    channel: int | None = None
+    prepared: PreparedCase | None = None
+
+
+def load_evaluation_source(path: str | Path) -> PreparedIndex | DatasetSpec:
+    """A prepared folder (``index.json``) or a raw dataset folder (``dataset.json``).
+
+    Raises:
+        MissingPathError: the folder holds neither file.
+    """
+    p = resolve_data_path(path)
+    if (p / INDEX_FILE).is_file():
+        return load_prepared(p)
+    if (p / DATASET_FILE).is_file() or (p.is_file() and p.name == DATASET_FILE):
+        return load_dataset(p)
+    raise MissingPathError(
+        f"{p}: expected a prepared folder ({INDEX_FILE}, from `tcsa-uda prepare`) or a dataset folder "
+        f"({DATASET_FILE}); found neither."
+    )
+
+
+def ground_truth_cases(
+    source: PreparedIndex | DatasetSpec, domain: str, split: str = "test"
+) -> tuple[list[GroundTruthCase], list[str]]:
+    """The labelled cases of ``domain``/``split`` and the ids of the unlabelled ones.
+
+    Raises:
+        DatasetError: unknown domain or split, or no labelled case.
+    """
+    if split not in SPLITS:
+        raise DatasetError(f"split: expected one of {list(SPLITS)}, found {split!r}.")
+    labelled: list[GroundTruthCase] = []
+    unlabelled: list[str] = []
+    if isinstance(source, PreparedIndex):
+        root = Path(source.dataset_path)
+        where = str(source.root / INDEX_FILE)
+        for case in source.cases(domain, split):
+            rec = case.source.get("label")
+            if not rec:
+                unlabelled.append(case.id)
+                continue
+            image = case.source.get("image")
+            labelled.append(
+                GroundTruthCase(case.id, root / rec["path"], root / image["path"] if image else None, prepared=case)
+            )
+    else:
+        dom = source.domain(domain)
+        where = str(source.root / DATASET_FILE)
+        for spec_case in dom.select(split):
+            label = spec_case.label_path(source.root)
+            if label is None:
+                unlabelled.append(spec_case.id)
+                continue
+            labelled.append(GroundTruthCase(spec_case.id, label, spec_case.image_path(source.root), dom.channel))
+    if not labelled:
+        raise DatasetError(f"{where}: no labelled case in {domain}/{split} to evaluate.")
+    return labelled, unlabelled
+
+
+def check_classes(model_classes: Sequence[str], source: PreparedIndex | DatasetSpec, what: str) -> None:
+    """Raise a DatasetError unless the dataset's class names equal ``model_classes`` (``what`` names the model)."""
+    data_classes = list(source.class_names)
+    if list(model_classes) != data_classes:
+        root = source.root
+        raise DatasetError(f"{root}: classes {data_classes} differ from the {what}'s {list(model_classes)}.")

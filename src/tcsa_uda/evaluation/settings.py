@@ -1,0 +1,136 @@
+"""Evaluation settings: every choice that changes an evaluation number, and scoring one volume with them.
+
+Metric set (Dice only or all), distance units (mm, voxels or both), the ASSD definition shown in
+tables, the missing-structure policy, and named parity presets that reproduce the conventions of
+published evaluations (docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tcsa_uda.errors import ConfigError
+from tcsa_uda.metrics.surface import ASSD_VARIANTS, check_option
+from tcsa_uda.metrics.volume import CaseMetrics, compute_case_metrics, dice, resolve_empty_policy
+
+METRIC_SETS: tuple[str, ...] = ("dice", "all")
+"""``dice``: Dice only (fast). ``all``: Dice, ASSD (both variants) and HD95."""
+
+UNITS: tuple[str, ...] = ("mm", "vox", "both")
+"""Distance units: ``mm`` (spacing from the affine), ``vox`` (evaluated grid), or both."""
+
+PARITY_PRESETS: dict[str, dict[str, str]] = {
+    # The released SIFA/MPSCL evaluation: ASSD in voxels, older medpy definition, ASSD = 1 when
+    # a structure is missing (PROTOCOLS.md, Evaluation).
+    "sifa": {"units": "vox", "assd_variant": "mean_of_means", "empty_policy": "sifa_mpscl"},
+}
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Every choice that changes an evaluation number (see docs/evaluation.md).
+
+    Attributes:
+        metrics: ``dice`` or ``all`` (:data:`METRIC_SETS`).
+        units: ``mm``, ``vox`` or ``both`` (:data:`UNITS`); ``dice`` is unit-free.
+        assd_variant: the ASSD definition shown in the summary tables (the CSV/JSON hold both).
+        empty_policy: missing-structure policy, a name in ``EMPTY_POLICIES``.
+        parity: the parity preset these settings come from, or None.
+    """
+
+    metrics: str = "all"
+    units: str = "mm"
+    assd_variant: str = "pooled"
+    empty_policy: str = "nan"
+    parity: str | None = None
+
+    def __post_init__(self) -> None:
+        check_option(self.metrics, METRIC_SETS, "metrics")
+        check_option(self.units, UNITS, "units")
+        check_option(self.assd_variant, ASSD_VARIANTS, "assd_variant")
+        resolve_empty_policy(self.empty_policy)
+        if self.parity is not None:
+            check_option(self.parity, tuple(PARITY_PRESETS), "parity")
+
+    @property
+    def table_unit(self) -> str:
+        """The distance unit shown in tables: ``vox`` for ``units=vox``, else ``mm``."""
+        return "vox" if self.units == "vox" else "mm"
+
+    @property
+    def table_assd_metric(self) -> str | None:
+        """The ASSD column of the tables (e.g. ``assd_mm_pooled``), None for Dice only."""
+        return None if self.metrics == "dice" else f"assd_{self.table_unit}_{self.assd_variant}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metrics": self.metrics,
+            "units": self.units,
+            "assd_variant": self.assd_variant,
+            "empty_policy": self.empty_policy,
+            "parity": self.parity,
+        }
+
+
+def resolve_settings(
+    metrics: str = "all",
+    units: str | None = None,
+    assd_variant: str | None = None,
+    empty_policy: str | None = None,
+    parity: str | None = None,
+) -> EvalSettings:
+    """Combine explicit options with a parity preset; defaults mm, pooled, nan.
+
+    Raises:
+        ConfigError: an unknown value, or an explicit option that contradicts the preset.
+    """
+    given = {"units": units, "assd_variant": assd_variant, "empty_policy": empty_policy}
+    values = {"units": "mm", "assd_variant": "pooled", "empty_policy": "nan"}
+    if parity is not None:
+        preset = PARITY_PRESETS[check_option(parity, tuple(PARITY_PRESETS), "parity")]
+        for key, value in given.items():
+            if value is not None and value != preset[key]:
+                raise ConfigError(
+                    f"{key}={value!r} contradicts --parity {parity} (which uses {key}={preset[key]!r}); "
+                    f"drop one of the two options."
+                )
+        values.update(preset)
+    values.update({k: v for k, v in given.items() if v is not None})
+    return EvalSettings(metrics=metrics, parity=parity, **values)
+
+
+def score_case(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    class_ids: Sequence[int],
+    spacing: Sequence[float] | None,
+    settings: EvalSettings,
+) -> CaseMetrics:
+    """The metrics of one volume as ``settings`` ask.
+
+    Args:
+        pred: (X, Y, Z) integer predicted label map.
+        gt: (X, Y, Z) integer ground truth on the same grid.
+        class_ids: foreground classes to score.
+        spacing: voxel size in mm along the array axes (used for ``mm`` units).
+        settings: metrics, units and empty policy.
+
+    Returns:
+        class id -> metric name -> value: ``dice``, then the ``mm`` metrics, then the ``vox``
+        metrics (names as :func:`~tcsa_uda.metrics.volume.metric_names`).
+    """
+    if settings.metrics == "dice":
+        return {c: {"dice": dice(pred == c, gt == c, settings.empty_policy)} for c in class_ids}
+    out: CaseMetrics = {c: {} for c in class_ids}
+    units = ("mm", "vox") if settings.units == "both" else (settings.units,)
+    for unit in units:
+        part = compute_case_metrics(
+            pred, gt, class_ids, spacing=spacing if unit == "mm" else None, empty_policy=settings.empty_policy
+        )
+        for c in class_ids:
+            out[c].update(part[c])
+    return out

@@ -5,7 +5,7 @@ Usage:
         [--classes 5] [--text-dim 512] [--methods adaoutput,tcsa] [--iterations 5] [--warmup 1]
         [--device auto|cpu|cuda] [--threads N]
 
-Defaults are the paper configuration (METHOD.md): DeepLab-v2 ResNet-101 at output stride 8,
+Defaults are the paper configuration (docs/method.md): DeepLab-v2 ResNet-101 at output stride 8,
 256 x 256 slices, 4 source + 4 target slices per iteration, MM-WHS classes (4 + background),
 CLIP-sized text embeddings. Each method runs ``warmup`` untimed iterations, then ``iterations``
 timed ones (full training steps: every forward, backward and optimiser step of the stage).
@@ -21,10 +21,10 @@ import time
 
 import torch
 
-from tcsa_uda.train_config import OptimConfig
 from tcsa_uda.methods import build_method
 from tcsa_uda.methods.base import MethodContext
 from tcsa_uda.models import build_segmenter
+from tcsa_uda.train_config import OptimConfig
 
 
 def _batches(batch: int, size: int, classes: int, device: torch.device) -> tuple[dict, dict]:

@@ -10,7 +10,6 @@ finished training run is not repeated, an unfinished one resumes from its last c
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from importlib import resources
@@ -206,7 +205,3 @@ def write_figure(path: Path, models: dict[str, LoadedModel], index: PreparedInde
         path,
         suptitle=f"{domain} test slices (target domain)",
     )
-
-
-def load_results(out: Path) -> dict[str, Any]:
-    return json.loads((Path(out) / "results.json").read_text())

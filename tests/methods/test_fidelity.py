@@ -1,4 +1,4 @@
-"""The two fidelity modes at method level (METHOD.md, Two fidelity modes)."""
+"""The two fidelity modes at method level (docs/method.md, Two fidelity modes)."""
 
 from __future__ import annotations
 

@@ -58,5 +58,5 @@ def test_paper_configuration_one_iteration(method_name, make_context, make_batch
     assert _changed(before["heads"], groups["heads"])
     assert _changed(d_before, list(method.discriminators.parameters()))
     # Fusion group (AdamW): the attention q/k projections get exactly zero gradient with a single
-    # key token (METHOD.md note) but AdamW's weight decay still moves them; all must change.
+    # key token (docs/method.md note) but AdamW's weight decay still moves them; all must change.
     assert _fraction_changed(before["fusion"], groups["fusion"]) == 1.0

@@ -1,6 +1,6 @@
 """Per-volume intensity normalisation: percentile clipping, z-score, then [-1, 1].
 
-The SIFA line of cross-modality cardiac work (see /work/shared/PROTOCOLS.md, MM-WHS) clips the
+The SIFA line of cross-modality cardiac work (see docs/protocols.md, MM-WHS) clips the
 brightest 2 % of a volume, z-scores it and maps the result to [-1, 1]. Here the clipping
 percentiles are parameters (default 0.5 and 99.5), the z-score uses the mean and standard
 deviation of the clipped volume, and the final map scales the clipped z-range

@@ -1,9 +1,8 @@
-"""Torch datasets over prepared slices (see :mod:`tcsa_uda.data.prepare`).
+"""Torch dataset over prepared slices (see :mod:`tcsa_uda.data.prepared`).
 
-:class:`SliceDataset` serves single 2D slices of one domain for training, :class:`VolumeSlices`
-the slices of one volume in order for inference, and :func:`infinite_loader` draws shuffled
-fixed-size batches forever with a seeded generator. Following /work/shared/METHOD.md
-(Architecture), each grey slice is repeated to 3 channels.
+:class:`SliceDataset` serves single 2D slices of one domain for training; the engine's
+``EndlessLoader`` draws shuffled fixed-size batches from it forever with a seeded generator. As
+in the paper's architecture (docs/method.md), each grey slice is repeated to 3 channels.
 
 The ``.npy`` stacks are memory-mapped (``np.load(mmap_mode="r")``) on first access in the
 process that reads them, so a dataset is cheap to create and to send to DataLoader workers.
@@ -22,7 +21,7 @@ from tcsa_uda.data.prepared import PreparedCase, PreparedIndex
 from tcsa_uda.errors import DatasetError
 
 IMAGE_CHANNELS = 3
-"""Input channels of the segmentation network: the grey value repeated (METHOD.md)."""
+"""Input channels of the segmentation network: the grey value repeated (docs/method.md)."""
 
 
 def to_three_channels(slices: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -101,40 +100,4 @@ class SliceDataset(Dataset[dict[str, Any]]):
         # Memory maps are reopened in each worker instead of being pickled (which would copy them).
         state = self.__dict__.copy()
         state["_images"], state["_labels"] = {}, {}
-        return state
-
-
-class VolumeSlices(Dataset[torch.Tensor]):
-    """The slices of one prepared volume, in order, for inference.
-
-    ``dataset[s]`` is the float32 (3, H, W) slice ``s``; :meth:`stack` gives the whole
-    (S, 3, H, W) volume and :meth:`labels` the int64 (S, H, W) label stack.
-    """
-
-    def __init__(self, case: PreparedCase) -> None:
-        self.case = case
-        self._image: np.ndarray | None = None
-
-    def _array(self) -> np.ndarray:
-        if self._image is None:
-            self._image = self.case.load_image()
-        return self._image
-
-    def __len__(self) -> int:
-        return self.case.n_slices
-
-    def __getitem__(self, s: int) -> torch.Tensor:
-        return to_three_channels(self._array()[s])
-
-    def stack(self) -> torch.Tensor:
-        """All slices, float32 (S, 3, H, W)."""
-        return to_three_channels(self._array())
-
-    def labels(self) -> torch.Tensor:
-        """The label stack, int64 (S, H, W); raises DatasetError when the case is unlabelled."""
-        return torch.from_numpy(self.case.load_label().astype(np.int64))
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_image"] = None
         return state

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from tcsa_uda.layout import METRICS_FILE, TENSORBOARD_DIR
+
 
 class MetricsLogger:
     """Append one JSON object per logged step to ``metrics.jsonl`` and mirror it to TensorBoard.
@@ -19,12 +21,12 @@ class MetricsLogger:
     def __init__(self, folder: Path, tensorboard: bool = True) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.path = self.folder / "metrics.jsonl"
+        self.path = self.folder / METRICS_FILE
         self._writer: Any = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.folder / "tb"))
+            self._writer = SummaryWriter(log_dir=str(self.folder / TENSORBOARD_DIR))
 
     def log(self, step: int, values: dict[str, float], kind: str = "train") -> None:
         """Record ``values`` at ``step`` (non-finite values are kept as strings, never dropped)."""

@@ -12,7 +12,6 @@ grey in the t-SNE); the two domains are blue (first) and orange (second).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from tcsa_uda.atomic import atomic_path
 from tcsa_uda.engine.logging import logged_float, read_metrics
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.evaluation.tsne import TsneEmbedding
+from tcsa_uda.layout import METRICS_FILE, stage_folders
 
 __all__ = [
     "NON_LOSS_KEYS",
@@ -45,7 +45,6 @@ __all__ = [
 NON_LOSS_KEYS: frozenset[str] = frozenset({"step", "kind", "lr", "sec_per_it"})
 """Keys of ``train`` rows of ``metrics.jsonl`` that are not losses (not plotted as loss panels)."""
 
-_STAGE_DIR = re.compile(r"^stage(\d+)_(.+)$")
 _DOMAIN_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple")
 _BACKGROUND_GREY = (0.6, 0.6, 0.6, 1.0)
 DPI = 110
@@ -127,11 +126,10 @@ def load_run_metrics(run: str | Path) -> list[StageMetrics]:
     Stage folders without ``metrics.jsonl`` are left out (nothing was logged).
     """
     stages = []
-    for sub in Path(run).iterdir():
-        m = _STAGE_DIR.match(sub.name)
-        path = sub / "metrics.jsonl"
-        if sub.is_dir() and m is not None and path.is_file():
-            stages.append(StageMetrics(int(m.group(1)), m.group(2), tuple(read_metrics(path))))
+    for stage in stage_folders(run):
+        path = stage.path / METRICS_FILE
+        if path.is_file():
+            stages.append(StageMetrics(stage.index, stage.method, tuple(read_metrics(path))))
     return sorted(stages, key=lambda s: s.index)
 
 

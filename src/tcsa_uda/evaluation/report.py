@@ -26,7 +26,6 @@ Choices (also stated in the report itself and in docs/evaluation.md):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +53,7 @@ from tcsa_uda.evaluation.model import LoadedModel, load_model, resolve_checkpoin
 from tcsa_uda.evaluation.selection_study import study_markdown, study_stage
 from tcsa_uda.evaluation.settings import EvalSettings
 from tcsa_uda.evaluation.tsne import FEATURES, PixelFeatures, TsneEmbedding, pixel_features, tsne_embedding
-from tcsa_uda.layout import selected_checkpoint
+from tcsa_uda.layout import selected_checkpoint, stage_folders
 from tcsa_uda.models.inference import predict_slices
 from tcsa_uda.paths import resolve_data_path
 
@@ -81,8 +80,6 @@ FIGURE_FILES: dict[str, str] = {
     "tsne": "tsne.png",
 }
 """Figure kind -> file name inside the report folder."""
-
-_STAGE_DIR = re.compile(r"^stage(\d+)_(.+)$")
 
 
 @dataclass(frozen=True)
@@ -181,8 +178,7 @@ def report_dataset(checkpoint: dict[str, Any], dataset: str | Path | None, what:
 
 
 def _stage_dirs(run: Path) -> list[Path]:
-    found = [(int(m.group(1)), p) for p in run.iterdir() if p.is_dir() and (m := _STAGE_DIR.match(p.name))]
-    return [p for _, p in sorted(found)]
+    return [stage.path for stage in stage_folders(run)]
 
 
 def default_before(run: str | Path) -> Path | None:

@@ -25,7 +25,7 @@ UNITS: tuple[str, ...] = ("mm", "vox", "both")
 
 PARITY_PRESETS: dict[str, dict[str, str]] = {
     # The released SIFA/MPSCL evaluation: ASSD in voxels, older medpy definition, ASSD = 1 when
-    # a structure is missing (PROTOCOLS.md, Evaluation).
+    # a structure is missing (docs/protocols.md, Evaluation).
     "sifa": {"units": "vox", "assd_variant": "mean_of_means", "empty_policy": "sifa_mpscl"},
 }
 

@@ -7,7 +7,7 @@ map of a set of slices, with the ground truth nearest-downsampled to the feature
 :func:`tsne_embedding` embeds the samples of both domains together in 2D.
 
 Feature choice: ``f_hi`` (default), the backbone's layer4 output on which TCSA-UDA aligns the
-class prototypes of the two domains (arXiv 2511.05782, METHOD.md loss 3), so its t-SNE shows
+class prototypes of the two domains (arXiv 2511.05782, docs/method.md loss 3), so its t-SNE shows
 directly what that alignment acts on; ``f_vis`` (the visual embedding the vision-language loss
 uses) is available.
 

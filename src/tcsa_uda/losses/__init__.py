@@ -1,4 +1,4 @@
-"""Losses of TCSA-UDA (METHOD.md, Losses): a functional core plus thin ``nn.Module`` wrappers.
+"""Losses of TCSA-UDA (docs/method.md, Losses): a functional core plus thin ``nn.Module`` wrappers.
 
 - :mod:`~tcsa_uda.losses.segmentation`: class-balanced cross-entropy + Dice source supervision.
 - :mod:`~tcsa_uda.losses.adversarial`: output-space adversarial losses (softmax or entropy maps).

@@ -1,4 +1,4 @@
-"""Output-space adversarial alignment (METHOD.md, Losses 2).
+"""Output-space adversarial alignment (docs/method.md, Losses 2).
 
 Two PatchGAN discriminators (main and auxiliary output) learn to tell source from target
 predictions; the segmenter is trained so that target predictions look like source ones. The

@@ -1,4 +1,4 @@
-"""Cross-domain prototype alignment with EMA class centres (METHOD.md, Losses 3).
+"""Cross-domain prototype alignment with EMA class centres (docs/method.md, Losses 3).
 
 TCSA-UDA (Maurya et al., arXiv 2511.05782) keeps one centre per class and domain on the
 high-level features ``F_hi`` and pulls the source and target centres together:

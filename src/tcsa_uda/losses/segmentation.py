@@ -1,4 +1,4 @@
-"""Source supervision: class-balanced cross-entropy plus soft Dice (METHOD.md, Losses 1).
+"""Source supervision: class-balanced cross-entropy plus soft Dice (docs/method.md, Losses 1).
 
 TCSA-UDA (Maurya et al., arXiv 2511.05782) trains the segmenter on the labelled source batch with
 
@@ -90,7 +90,7 @@ def check_logits_and_labels(logits: Tensor, target: Tensor, name: str = "logits"
 
 
 def class_balance_weights(target: Tensor, num_classes: int) -> Tensor:
-    """Per-batch class weights ``w_c = 1 - (n_c + 1) / N`` (METHOD.md, Losses 1).
+    """Per-batch class weights ``w_c = 1 - (n_c + 1) / N`` (docs/method.md, Losses 1).
 
     ``n_c`` is the number of pixels of class ``c`` in the whole batch and ``N`` the number of
     pixels, so rare classes weigh close to 1 and a dominant background less.

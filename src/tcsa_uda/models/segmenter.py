@@ -28,7 +28,7 @@ from tcsa_uda.models.tcsa_head import (
 
 __all__ = ["PARAMETER_GROUPS", "SegmenterOutput", "TCSASegmenter", "parameter_groups", "upsample_logits"]
 
-#: Child modules of :class:`TCSASegmenter` in each optimiser group (METHOD.md, Training):
+#: Child modules of :class:`TCSASegmenter` in each optimiser group (docs/method.md, Training):
 #: ``backbone`` SGD lr x1, ``heads`` SGD lr x10, ``fusion`` AdamW.
 PARAMETER_GROUPS: dict[str, tuple[str, ...]] = {
     "backbone": ("backbone",),

@@ -1,6 +1,6 @@
 """Text stage: class prompts, swappable text encoders and cached frozen embeddings.
 
-See METHOD.md section Text and arXiv 2511.05782: each class of each modality is described by a
+See docs/method.md section Text and arXiv 2511.05782: each class of each modality is described by a
 prompt such as "A computed tomography of a myocardium.", embedded once by a frozen text encoder.
 """
 

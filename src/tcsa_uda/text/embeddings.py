@@ -2,7 +2,7 @@
 
 :func:`encode_dataset_text` turns a :class:`~tcsa_uda.data.contract.DatasetSpec` into a
 :class:`TextEmbeddings` of shape ``(M, C, D)`` (domains x classes x text dim), the text anchors of
-TCSA-UDA (arXiv 2511.05782, METHOD.md section Text). Results are cached on disk
+TCSA-UDA (arXiv 2511.05782, docs/method.md section Text). Results are cached on disk
 (:mod:`tcsa_uda.text.cache`) and the encoder is only loaded when the cache misses.
 """
 

@@ -1,6 +1,6 @@
 """Text encoders behind one small protocol, chosen by name from a registry.
 
-The paper (arXiv 2511.05782) embeds the prompts with a frozen CLIP text encoder (512-d); METHOD.md
+The paper (arXiv 2511.05782) embeds the prompts with a frozen CLIP text encoder (512-d); docs/method.md
 asks for a swappable encoder, the projection of the model adapting to ``D_text``. Registered
 names:
 

@@ -1,6 +1,6 @@
 """Text prompts: one sentence per (domain, class), built from the dataset description.
 
-The TCSA-UDA text branch (arXiv 2511.05782, METHOD.md section Text) describes every class of
+The TCSA-UDA text branch (arXiv 2511.05782, docs/method.md section Text) describes every class of
 every modality with a sentence in the MulModSeg style, ``"A {modality} of a {class}."``, where
 ``{modality}`` is the domain's ``modality`` phrase of ``dataset.json`` (e.g. "computed
 tomography") and ``{class}`` the class name, or its long ``class_descriptions`` entry when asked.

@@ -15,7 +15,7 @@ background. Case ids are the four digits of the file name (``0001``).
 
 Output: domains ``MR`` (CHAOS) and ``CT`` (BTCV); classes 1 liver, 2 right kidney, 3 left
 kidney, 4 spleen; test MR 1, 13, 32, 38 and CT 0001, 0009, 0030, 0032, 0033, 0039
-(/work/shared/PROTOCOLS.md); RAS+ voxel order, so ``tcsa-uda prepare --axis axial`` cuts axial
+(docs/protocols.md); RAS+ voxel order, so ``tcsa-uda prepare --axis axial`` cuts axial
 slices.
 """
 

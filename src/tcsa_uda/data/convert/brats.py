@@ -8,7 +8,7 @@ is the file-name prefix before the sequence suffix.
 Label: whole tumour = every tumour sub-region -> class 1: codes {1, 2, 4} of BraTS 2018-2021,
 and 3 (the enhancing tumour code of BraTS 2023); 0 stays background.
 
-Split (PROTOCOLS.md: patient-level, source and target patients disjoint): the complete cases
+Split (docs/protocols.md: patient-level, source and target patients disjoint): the complete cases
 are shuffled with ``seed`` and halved; the first half gives the ``FLAIR`` domain its images, the
 second half the ``T2`` domain, so no patient appears in both domains. Within each domain a share
 ``test_fraction`` (rounded, at least 1) is drawn for ``test``, then a small ``val`` share

@@ -7,7 +7,7 @@ file name decides its modality).
 
 Output: domains ``CT`` and ``MR``; classes 1 myocardium (code 205), 2 left atrium blood cavity
 (420), 3 left ventricle blood cavity (500), 4 ascending aorta (820), the training ids of the SIFA
-line (/work/shared/PROTOCOLS.md); every other code (550 RV, 600 RA, 850 pulmonary artery) is
+line (docs/protocols.md); every other code (550 RV, 600 RA, 850 pulmonary artery) is
 background. Split: test CT 1003, 1008, 1014, 1019 and MR 1007, 1009, 1018, 1019; the other
 labelled volumes train, with a small seeded val subset (:func:`~.common.carve_val`).
 

@@ -1,6 +1,6 @@
 """The preprocessed MM-WHS release of the SIFA / MPSCL line -> the dataset contract.
 
-Many users hold this release instead of the raw MM-WHS download (/work/shared/PROTOCOLS.md):
+Many users hold this release instead of the raw MM-WHS download (docs/protocols.md):
 
 * **Test volumes**: one ``*.npz`` per volume, ``arr_0`` the image ``(H, W, D)`` and ``arr_1`` the
   label, flipped on axes 0 and 1 relative to the training slices. The flip is undone here, so

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tcsa_uda.cli import main
 from tcsa_uda.demo import DemoSettings, run_demo
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_tiny(tmp_path):
     settings = DemoSettings(
         out=tmp_path / "demo",

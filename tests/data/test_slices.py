@@ -13,7 +13,7 @@ import torch
 
 from tcsa_uda.data.prepare import prepare_dataset
 from tcsa_uda.data.prepared import PreparedIndex
-from tcsa_uda.data.slices import SliceDataset, VolumeSlices, to_three_channels
+from tcsa_uda.data.slices import SliceDataset, to_three_channels
 from tcsa_uda.errors import DatasetError
 
 
@@ -96,16 +96,13 @@ def test_dataset_pickles_without_its_memory_maps(index: PreparedIndex) -> None:
     assert torch.equal(clone[0]["image"], first["image"])
 
 
-def test_volume_slices_give_the_whole_stack(index: PreparedIndex) -> None:
+def test_prepared_case_stacks_and_the_unlabelled_error(index: PreparedIndex) -> None:
     case = index.case("ct", "a")
-    vol = VolumeSlices(case)
-    assert len(vol) == 3
-    stack = vol.stack()
-    assert stack.shape == (3, 3, 4, 4) and stack.dtype == torch.float32
-    assert torch.equal(stack[2], vol[2])
-    assert torch.equal(vol.labels(), torch.from_numpy(case.load_label().astype(np.int64)))
+    assert case.load_image().shape == (3, 4, 4) and case.load_image().dtype == np.float32
+    assert to_three_channels(case.load_image()).shape == (3, 3, 4, 4)
+    assert case.load_label().shape == (3, 4, 4)
     with pytest.raises(DatasetError, match="mr/u is unlabelled"):
-        VolumeSlices(index.case("mr", "u")).labels()
+        index.case("mr", "u").load_label()
 
 
 def test_to_three_channels_shapes() -> None:

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+
+import pytest
 
 from tcsa_uda.engine.checkpoint import load_checkpoint
 
 
+def _free_port() -> int:
+    """A TCP port nobody listens on now (the OS picks it), so parallel runs never collide."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
 def test_torchrun_two_processes(tmp_path, tiny_overrides):
     out = tmp_path / "run"
     cmd = [
@@ -17,8 +28,10 @@ def test_torchrun_two_processes(tmp_path, tiny_overrides):
         "torch.distributed.run",
         "--nproc_per_node",
         "2",
+        "--master_addr",
+        "127.0.0.1",
         "--master_port",
-        "29531",
+        str(_free_port()),
         "-m",
         "tcsa_uda",
         "train",

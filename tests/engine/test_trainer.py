@@ -39,9 +39,33 @@ def test_two_stage_tcsa_run_writes_everything(tmp_path, tiny_overrides):
     ck = load_checkpoint(res.final_checkpoint)
     assert ck["class_names"][0] == "background" and ck["method"] == "tcsa"
     assert ck["text"]["embeddings"].shape[-1] == 16
-    # stage 2 starts from stage 1's final weights
-    s1 = load_checkpoint(tmp_path / "run" / "stage1_adaoutput" / "final.pt")
-    assert not all(torch.equal(s1["model"][k], ck["model"][k]) for k in ck["model"])
+
+
+def _stage_start_weights(monkeypatch) -> dict[int, dict[str, torch.Tensor]]:
+    """Record the segmenter's weights at the start of every stage (before its first iteration)."""
+    import tcsa_uda.engine.trainer as trainer
+
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+    real = trainer._run_stage
+
+    def spy(cfg, inputs, model, k, *args, **kwargs):
+        seen[k] = {name: t.detach().clone() for name, t in model.state_dict().items()}
+        return real(cfg, inputs, model, k, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_run_stage", spy)
+    return seen
+
+
+@pytest.mark.parametrize("init", ["previous", "scratch"])
+def test_stage_two_starts_from_stage_one_selected_weights(tmp_path, tiny_overrides, monkeypatch, init):
+    seen = _stage_start_weights(monkeypatch)
+    stages = f"[{{method: source_only, iterations: 2}}, {{method: source_only, iterations: 1, init: {init}}}]"
+    train(_cfg(tiny_overrides, stages), tmp_path / "run")
+    s1 = load_checkpoint(tmp_path / "run" / "stage1_source_only" / "final.pt")["model"]
+    same = all(torch.equal(seen[1][k], s1[k]) for k in s1)
+    assert same == (init == "previous")
+    # stage 1 itself trained: its start differs from its end
+    assert not all(torch.equal(seen[0][k], s1[k]) for k in s1)
 
 
 def test_resume_continues_where_interrupted(tmp_path, tiny_overrides):

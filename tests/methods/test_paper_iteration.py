@@ -27,6 +27,7 @@ def _fraction_changed(before, params) -> float:
     return sum(flags) / max(len(flags), 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method_name", ["adaoutput", "tcsa"])
 def test_paper_configuration_one_iteration(method_name, make_context, make_batches):
     torch.set_num_threads(2)

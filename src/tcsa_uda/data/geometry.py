@@ -137,7 +137,7 @@ class SliceGeometry:
             raise ValueError(f"original_shape must have 3 entries, found {shape}")
         return cls(
             axis=int(data["axis"]),
-            original_shape=shape,  # type: ignore[arg-type]
+            original_shape=(shape[0], shape[1], shape[2]),
             pad=((int(top), int(bottom)), (int(left), int(right))),
             size=int(data["size"]),
         )

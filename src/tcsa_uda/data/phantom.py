@@ -196,7 +196,10 @@ def generate_case(
     points = np.tensordot(affine[:3, :3], index, axes=1) + affine[:3, 3].reshape(3, 1, 1, 1)
     tissue, labels = render_anatomy(anatomy, points)
     image = render_image(tissue, domain.contrast, np.random.default_rng(appearance_ss), points)
-    record = {"fov_centre_mm": [float(c) for c in centre], "spacing_mm": list(geo.spacing(grid))}
+    record: dict[str, object] = {
+        "fov_centre_mm": [float(c) for c in centre],
+        "spacing_mm": list(geo.spacing(grid)),
+    }
     return PhantomCase(image=image, labels=labels, tissue=tissue, affine=affine, anatomy=anatomy, record=record)
 
 
@@ -213,7 +216,7 @@ def _validate(seed: int, cases: int, shape: Sequence[int], domains: Sequence[Pha
     names = [d.name for d in domains]
     if not names or len(set(names)) != len(names):
         raise ConfigError(f"phantom domains: expected distinct domain names, found {names}")
-    return dims  # type: ignore[return-value]
+    return (dims[0], dims[1], dims[2])
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:

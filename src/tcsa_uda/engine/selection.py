@@ -18,6 +18,7 @@ these criteria against the oracle on the built-in benchmark.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,7 +51,7 @@ def _subset(
     for case in cases:
         img = case.load_image()
         lab = case.load_label() if labelled else None
-        slices = range(case.n_slices)
+        slices: Sequence[int] = range(case.n_slices)
         if foreground_only and case.foreground_slices:
             slices = case.foreground_slices
         for s in slices:

@@ -86,7 +86,7 @@ def grad_cam(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"grad_cam batch_size: expected a positive integer, found {batch_size!r}.")
     device = text.device
-    size = tuple(stack.shape[-2:])
+    size = (int(stack.shape[-2]), int(stack.shape[-1]))
     maps, preds, whole = [], [], []
     for start in range(0, stack.shape[0], batch_size):
         x = to_three_channels(stack[start : start + batch_size]).to(device)  # (b, 3, H, W)

@@ -14,7 +14,7 @@ code does, so only the text projection receives gradient.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +22,11 @@ from torch import Tensor, nn
 
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.losses.prototype import batch_centroids, downsample_labels
+from tcsa_uda.train_config import Fidelity
 
 __all__ = ["FIDELITY_MODES", "FidelityMode", "VLCovarianceLoss", "covariance_cosine_loss"]
 
-FidelityMode = Literal["paper", "released"]
+FidelityMode = Fidelity
 FIDELITY_MODES: Final[tuple[str, ...]] = ("paper", "released")
 
 

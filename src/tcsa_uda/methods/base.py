@@ -27,7 +27,7 @@ from tcsa_uda.config import from_dict
 from tcsa_uda.losses import source_segmentation_loss
 from tcsa_uda.models import parameter_groups, upsample_logits
 from tcsa_uda.models.segmenter import SegmenterOutput, TCSASegmenter
-from tcsa_uda.train_config import OptimConfig
+from tcsa_uda.train_config import Fidelity, OptimConfig
 
 
 @dataclass
@@ -63,7 +63,7 @@ class MethodContext:
     text_source: Tensor
     text_target: Tensor
     optim: OptimConfig
-    fidelity: str
+    fidelity: Fidelity
     device: torch.device
     core: nn.Module | None = None
     disc_width: int = 64
@@ -190,7 +190,7 @@ class UDAMethod:
         }
         d_params = [p for p in self.discriminators.parameters() if p.requires_grad]
         if d_params:
-            opts["disc"] = torch.optim.Adam(d_params, lr=o.disc_lr, betas=tuple(o.disc_betas))
+            opts["disc"] = torch.optim.Adam(d_params, lr=o.disc_lr, betas=(o.disc_betas[0], o.disc_betas[1]))
         return opts
 
     def logged_lr(self, optimizers: Mapping[str, torch.optim.Optimizer]) -> float:

@@ -18,6 +18,7 @@ from tcsa_uda.losses import (
     discriminator_loss,
     generator_adversarial_loss,
 )
+from tcsa_uda.losses.adversarial import DiscriminatorInput
 from tcsa_uda.methods.base import MethodOptions, StepOutputs, UDAMethod
 from tcsa_uda.methods.registry import register_method
 from tcsa_uda.models import build_discriminator
@@ -40,7 +41,7 @@ class OutputSpaceAdversarial(UDAMethod):
     """L_seg + output-space adversarial loss on the main and auxiliary predictions."""
 
     Options = AdversarialOptions
-    adversarial_input: ClassVar[str] = "softmax"
+    adversarial_input: ClassVar[DiscriminatorInput] = "softmax"
     progress_keys: ClassVar[tuple[str, ...]] = ("loss", "seg", "adv")
     options: AdversarialOptions
 

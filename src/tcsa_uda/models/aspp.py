@@ -39,8 +39,9 @@ class ASPPClassifier(nn.Module):
             nn.Conv2d(in_channels, num_classes, 3, padding=d, dilation=d, bias=True) for d in dilations
         )
         for conv in self.branches:
-            nn.init.normal_(conv.weight, 0.0, 0.01)  # DeepLab-v2 classifier initialisation
-            nn.init.zeros_(conv.bias)
+            if isinstance(conv, nn.Conv2d) and conv.bias is not None:
+                nn.init.normal_(conv.weight, 0.0, 0.01)  # DeepLab-v2 classifier initialisation
+                nn.init.zeros_(conv.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """Map features ``(B, in_channels, h, w)`` to logits ``(B, num_classes, h, w)``."""

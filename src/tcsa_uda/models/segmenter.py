@@ -9,6 +9,7 @@ into a per-image 1x1 convolution applied to ``F_vis`` before a small segmentatio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch.nn.functional as F
@@ -56,7 +57,7 @@ class SegmenterOutput:
     text: Tensor
 
 
-def upsample_logits(logits: Tensor, size: tuple[int, int] | list[int]) -> Tensor:
+def upsample_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
     """Bilinearly upsample ``(B, C, h, w)`` logits to ``(B, C, H, W)`` with ``align_corners=True``."""
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
 

@@ -261,9 +261,11 @@ def load_text_model(folder: Path) -> LoadedTextModel:
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         if model_type in CLIP_MODEL_TYPES:
-            model, info = CLIPTextModelWithProjection.from_pretrained(
+            # with output_loading_info=True transformers returns a (model, loading info) pair
+            loaded: Any = CLIPTextModelWithProjection.from_pretrained(
                 folder, local_files_only=True, output_loading_info=True
             )
+            model, info = loaded
             has_projection = not any(k.startswith("text_projection") for k in info["missing_keys"])
             kind = "clip_projection" if has_projection else "clip_pooled"
             pooling = "eos"
@@ -355,7 +357,7 @@ class TransformerTextEncoder:
         if loaded.kind == "clip_projection":
             return loaded.model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).text_embeds
         if loaded.kind == "clip_pooled":
-            text_model = loaded.model.text_model  # type: ignore[attr-defined]
+            text_model: Any = loaded.model.text_model
             return text_model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).pooler_output
         out = loaded.model(**batch).last_hidden_state  # (N, T, H)
         return pool_tokens(out, batch["attention_mask"], loaded.pooling)

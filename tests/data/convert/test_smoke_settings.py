@@ -84,6 +84,7 @@ def prepared(tmp_path_factory):
     return get
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", sorted(SETTINGS))
 def test_setting_trains_and_evaluates(config, prepared, raw, tmp_path):
     dataset, source, target = SETTINGS[config]

@@ -27,7 +27,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import nibabel as nib
 import numpy as np
@@ -203,7 +203,7 @@ def gunzip_bounded(path: Path, size: int, claim: str) -> np.ndarray:
         DatasetError: the stream is not valid gzip.
     """
     out = np.empty(size, dtype=np.uint8)
-    view = memoryview(out)
+    view = out.data  # writable memoryview of the buffer
     filled = 0
     decomp = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     pending = b""
@@ -371,7 +371,7 @@ def select_3d(data: np.ndarray, channel: int | None, path: Path, what: str) -> n
 # numpy .npy / .npz
 
 
-def _npy_header(fh: BinaryIO, path: Path, what: str) -> tuple[tuple[int, ...], np.dtype, bool]:
+def _npy_header(fh: IO[bytes], path: Path, what: str) -> tuple[tuple[int, ...], np.dtype, bool]:
     """``(shape, dtype, fortran_order)`` of the ``.npy`` stream ``fh`` (positioned at its start)."""
     try:
         version = np.lib.format.read_magic(fh)

@@ -281,6 +281,8 @@ def test_path_outside_problem_resolves_dots_and_symlinks(tmp_path):
         problem = path_outside_problem(root, rel)
         assert problem is not None
         assert f"found {rel!r}, which leads through a symlink to {tmp_path.resolve() / 'elsewhere'}" in problem
+    absolute = path_outside_problem(root, str(tmp_path / "elsewhere" / "a.nii.gz"))
+    assert absolute is not None and "which leads as an absolute path to" in absolute
     alias = tmp_path / "alias"
     alias.symlink_to(root, target_is_directory=True)  # the dataset folder itself may be a symlink
     assert path_outside_problem(alias, "CT/inside.nii.gz") is None

@@ -338,7 +338,12 @@ def path_outside_problem(root: Path, relative: str, key: str = "image") -> str |
     target = (Path(root) / relative).resolve()
     if target == base or target.is_relative_to(base):
         return None
-    how = "through '..'" if ".." in Path(relative).parts else "through a symlink"
+    if Path(relative).is_absolute():
+        how = "as an absolute path"
+    elif ".." in Path(relative).parts:
+        how = "through '..'"
+    else:
+        how = "through a symlink"
     return (
         f"expected '{key}' to stay inside the dataset folder {base}, found {relative!r}, which leads {how} to "
         f"{target}; copy or move the file into the dataset folder"

@@ -46,7 +46,10 @@ def test_factory_validates_sizes(num_classes: int, text_dim: int) -> None:
         build_segmenter("light", num_classes, text_dim)
 
 
-@pytest.mark.parametrize("name", available_models())
+# ResNet-101 takes seconds per forward/backward on a CPU: it runs in the slow tier.
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "deeplabv2_r101" else n for n in available_models()]
+)
 def test_every_model_stride_8_and_gradients_reach_all_groups(name: str) -> None:
     """One forward+backward per registered model on a tiny 65x65 input (the only r101 pass)."""
     torch.manual_seed(0)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tcsa_uda.errors import ConfigError
+from tcsa_uda.precision import float32
 
 __all__ = [
     "DISCRIMINATOR_INPUTS",
@@ -42,6 +43,7 @@ DOMAINS: Final[tuple[str, ...]] = ("source", "target")
 _DOMAIN_LABEL: Final[dict[str, float]] = {"source": SOURCE_LABEL, "target": TARGET_LABEL}
 
 
+@float32
 def self_information_map(prob: Tensor) -> Tensor:
     """Weighted self-information ``-p log2(p) / log2(C)`` per class (ADVENT's entropy map).
 
@@ -64,6 +66,7 @@ def self_information_map(prob: Tensor) -> Tensor:
     return -prob * torch.log(prob.clamp_min(tiny)) / math.log(prob.shape[1])
 
 
+@float32
 def discriminator_input(logits: Tensor, kind: DiscriminatorInput) -> Tensor:
     """Map logits to the discriminator input ``phi(p)``.
 
@@ -85,6 +88,7 @@ def discriminator_input(logits: Tensor, kind: DiscriminatorInput) -> Tensor:
     return self_information_map(prob) if kind == "entropy" else prob
 
 
+@float32
 def bce_with_domain(d_out: Tensor, domain: Domain) -> Tensor:
     """Binary cross-entropy (with logits) of discriminator outputs against a constant domain label.
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.losses.prototype import batch_centroids, downsample_labels
+from tcsa_uda.precision import float32
 from tcsa_uda.train_config import Fidelity
 
 __all__ = ["FIDELITY_MODES", "FidelityMode", "VLCovarianceLoss", "covariance_cosine_loss"]
@@ -30,6 +31,7 @@ FidelityMode = Fidelity
 FIDELITY_MODES: Final[tuple[str, ...]] = ("paper", "released")
 
 
+@float32
 def covariance_cosine_loss(protos: Tensor, text: Tensor) -> Tensor:
     """``1 - cos(vec(P P^T), vec(T T^T))`` with row-wise L2-normalised ``P`` and ``T``.
 

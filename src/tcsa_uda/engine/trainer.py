@@ -28,6 +28,7 @@ from tcsa_uda.engine.checkpoint import load_checkpoint, save_checkpoint
 from tcsa_uda.engine.device import resolve_device
 from tcsa_uda.engine.distributed import DistInfo, barrier, check_in_sync, init_distributed, shutdown
 from tcsa_uda.engine.logging import MetricsLogger
+from tcsa_uda.engine.performance import RunPerformance, setup_performance
 from tcsa_uda.engine.schedule import set_poly_lr
 from tcsa_uda.engine.seed import rng_state, seed_everything, set_rng_state
 from tcsa_uda.engine.selection import Selector
@@ -81,6 +82,7 @@ def checkpoint_payload(
     optimizers: dict[str, torch.optim.Optimizer] | None = None,
     loaders: dict[str, Any] | None = None,
     selection: dict[str, Any] | None = None,
+    performance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to resume training or to predict without the dataset folder."""
     payload: dict[str, Any] = {
@@ -99,6 +101,8 @@ def checkpoint_payload(
     }
     if selection is not None:
         payload["selection"] = selection
+    if performance is not None:
+        payload["performance"] = performance  # precision used, loss-scaler state, layout options
     if method is not None:
         payload["method_state"] = method.state_dict()
     if optimizers is not None:
@@ -125,12 +129,14 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = False) -> TrainResult:
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
     try:
+        perf = setup_performance(cfg, device)
         inputs = build_run_inputs(cfg, device, rank=dist_info.rank)
         if dist_info.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, out_dir / CONFIG_FILE)
         seed_everything(cfg.seed + dist_info.rank)
         model = build_model(cfg, inputs).to(device)
+        perf.prepare_model(model)
         stage_dirs: list[Path] = []
         final = run_checkpoint(out_dir)
         for k, stage in enumerate(cfg.stages):
@@ -140,7 +146,8 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = False) -> TrainResult:
                 if k > 0 and stage.init == "scratch":
                     seed_everything(cfg.seed + 1000 * k + dist_info.rank)
                     model = build_model(cfg, inputs).to(device)
-                _run_stage(cfg, inputs, model, k, sdir, device, dist_info, resume)
+                    perf.prepare_model(model)
+                _run_stage(cfg, inputs, model, k, sdir, device, dist_info, resume, perf)
             # The next stage (and the run's final.pt) starts from this stage's selected weights.
             state = load_checkpoint(selected_checkpoint(sdir), map_location=device)
             model.load_state_dict(state["model"])
@@ -162,6 +169,7 @@ def _run_stage(
     device: torch.device,
     dist_info: DistInfo,
     resume: bool,
+    perf: RunPerformance,
 ) -> None:
     stage = cfg.stages[k]
     wrap = None
@@ -171,7 +179,8 @@ def _run_stage(
         def wrap(m: nn.Module) -> nn.Module:
             return nn.parallel.DistributedDataParallel(m, device_ids=ids)
 
-    wrapped: nn.Module = wrap(model) if wrap is not None else model
+    amp = perf.start_stage()
+    wrapped: nn.Module = perf.compile_model(wrap(model) if wrap is not None else model)
     ctx = MethodContext(
         model=wrapped,
         num_classes=inputs.num_classes,
@@ -183,8 +192,10 @@ def _run_stage(
         core=model,
         disc_width=cfg.model.disc_width,
         wrap=wrap,
+        precision=amp,
     )
     method = build_method(stage.method, ctx, stage.options, f"stages.{k}.options")
+    perf.prepare_model(method.discriminators)
     optimizers = method.build_optimizers()
     loaders = inputs.make_loaders(seed=cfg.seed + 7919 * k + 104729 * dist_info.rank, uses_target=method.uses_target)
     selector = (
@@ -200,6 +211,7 @@ def _run_stage(
         for name, loader in loaders.items():
             loader.load_state_dict(state["loaders"][name])
         set_rng_state(state["rng"])
+        perf.restore(state.get("performance"), str(sdir / LAST))
         start = int(state["iteration"])
         if selector is not None and "selector" in state:
             selector.best_value = float(state["selector"]["best_value"])
@@ -222,27 +234,36 @@ def _run_stage(
         for it in range(start, stage.iterations):
             for opt in optimizers.values():
                 set_poly_lr(opt, it, decay, cfg.optim.power)
-            batch_s = _to(next(loaders["source"]), device)
-            batch_t = _to(next(loaders["target"]), device) if "target" in loaders else None
+            batch_s = perf.to_device(next(loaders["source"]))
+            batch_t = perf.to_device(next(loaders["target"])) if "target" in loaders else None
             logs = method.training_step(batch_s, batch_t, it + 1, optimizers)
             step = it + 1
+            if logger is not None and it == start:  # after the first step: a compile fallback is known
+                logger.log(step, perf.log_values(), kind="performance")
+            if amp.scaler is not None:
+                logs["loss_scale"] = amp.scale
             if logger is not None and (step % cfg.log_every == 0 or step == stage.iterations):
                 logs["lr"] = method.logged_lr(optimizers)
                 logs["sec_per_it"] = (time.perf_counter() - t0) / max(step - start, 1)
                 logger.log(step, logs)
             if selector is not None and (step % cfg.selection.every == 0 or step == stage.iterations):
-                _select(cfg, inputs, model, method, selector, k, step, sdir, logger)
+                _select(cfg, inputs, model, method, selector, k, step, sdir, logger, perf)
             bar.set_postfix({key: f"{logs[key]:.3f}" for key in method.progress_keys if key in logs})
             bar.update(1)
             if dist_info.is_main and step % cfg.checkpoint_every == 0 and step < stage.iterations:
-                payload = checkpoint_payload(cfg, inputs, model, k, step, method, optimizers, loaders)
+                payload = checkpoint_payload(
+                    cfg, inputs, model, k, step, method, optimizers, loaders, performance=perf.record()
+                )
                 if selector is not None:
                     payload["selector"] = {"best_value": selector.best_value, "best_iteration": selector.best_iteration}
                 save_checkpoint(sdir / LAST, payload)
         if dist_info.is_main:
             info = {"criterion": "last", "iteration": stage.iterations}
             save_checkpoint(
-                sdir / FINAL, checkpoint_payload(cfg, inputs, model, k, stage.iterations, method, selection=info)
+                sdir / FINAL,
+                checkpoint_payload(
+                    cfg, inputs, model, k, stage.iterations, method, selection=info, performance=perf.record()
+                ),
             )
     finally:
         bar.close()
@@ -262,6 +283,7 @@ def _select(
     step: int,
     sdir: Path,
     logger: MetricsLogger | None,
+    perf: RunPerformance | None = None,
 ) -> None:
     """Score the model, log every score, and save ``best.pt`` when the criterion improves."""
     scores = selector.score(model, inputs.text_source, inputs.text_target, inputs.num_classes)
@@ -269,8 +291,7 @@ def _select(
         logger.log(step, scores, kind="select")
     if cfg.selection.criterion != "last" and selector.update(step, scores):
         info = {"criterion": cfg.selection.criterion, "iteration": step, "value": selector.best_value}
-        save_checkpoint(sdir / BEST, checkpoint_payload(cfg, inputs, model, k, step, method, selection=info))
-
-
-def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        record = perf.record() if perf is not None else None
+        save_checkpoint(
+            sdir / BEST, checkpoint_payload(cfg, inputs, model, k, step, method, selection=info, performance=record)
+        )

@@ -111,11 +111,14 @@ def build_run_inputs(cfg: TrainConfig, device: torch.device, rank: int = 0) -> R
         domains=[src, tgt],
     )
     bs, workers = cfg.data.batch_size, cfg.data.num_workers
+    pin = device.type == "cuda"  # page-locked batches: asynchronous host-to-GPU copies
 
     def make_loaders(seed: int, uses_target: bool = True) -> dict[str, EndlessLoader]:
-        loaders = {"source": EndlessLoader(src_ds, bs, seed, workers, name=f"source domain {src!r}")}
+        loaders = {"source": EndlessLoader(src_ds, bs, seed, workers, name=f"source domain {src!r}", pin_memory=pin)}
         if uses_target:
-            loaders["target"] = EndlessLoader(tgt_ds, bs, seed + 1, workers, name=f"target domain {tgt!r}")
+            loaders["target"] = EndlessLoader(
+                tgt_ds, bs, seed + 1, workers, name=f"target domain {tgt!r}", pin_memory=pin
+            )
         return loaders
 
     preprocessing = {

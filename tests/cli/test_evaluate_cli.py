@@ -121,6 +121,7 @@ def test_evaluate_run_writes_csv_json_md_tex_and_reproduces_evaluate_domain(tiny
         "parity": None,
     }
     assert data["summary"]["n_cases"] == len(test_ids)
+    assert data["meta"]["batch_size"] == 16 and data["meta"]["precision"] == "fp32"  # auto on CPU
     md = (out / "summary.md").read_text()
     assert (
         "| Method | Dice myocardium |" in md

@@ -46,9 +46,11 @@ from tcsa_uda.atomic import atomic_write_json
 from tcsa_uda.data.convert.dicom import read_dicom_series
 from tcsa_uda.data.io import Volume, is_nifti, load_nifti, save_nifti
 from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
+from tcsa_uda.evaluation.batching import inference_options
 from tcsa_uda.evaluation.inference import predict_volume
 from tcsa_uda.evaluation.model import LoadedModel, load_model, resolve_checkpoint
 from tcsa_uda.evaluation.predictions import nifti_stem
+from tcsa_uda.precision import autocast
 
 PROBABILITY_SUFFIX = "_probabilities"
 RECORD_FILE = "predict.json"
@@ -268,12 +270,13 @@ def predict_paths(
     out: str | Path,
     domain: str | None = None,
     probabilities: bool = False,
-    batch_size: int = 16,
+    batch_size: int | str = 16,
     flip: bool = False,
     device: torch.device | str = "cpu",
     channel: int | None = None,
     classes: Sequence[str] | None = None,
     progress: bool = True,
+    precision: str = "auto",
 ) -> list[PredictionRecord]:
     """Predict every volume of ``input_path`` with a checkpoint and write label maps into ``out``.
 
@@ -283,12 +286,14 @@ def predict_paths(
         out: output folder (see the module docstring for the layout).
         domain: the input's domain (modality) among the checkpoint's; default its target.
         probabilities: also write (X, Y, Z, C) float32 softmax maps.
-        batch_size: slices per forward pass (no slice is dropped).
+        batch_size: slices per forward pass (no slice is dropped), or ``auto``
+            (:mod:`tcsa_uda.evaluation.batching`).
         flip: horizontal-flip test-time augmentation.
         device: torch device.
         channel: the volume of a 4D NIfTI input to use.
         classes: the class names the user expects; an error when the checkpoint's differ.
         progress: show a progress bar over the volumes.
+        precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16`` inference.
 
     Returns:
         One record per input, in input order (also written to ``out/predict.json``).
@@ -302,6 +307,7 @@ def predict_paths(
     domain = check_model_for(loaded, domain, classes)
     settings = loaded.preprocessing
     text = loaded.text_for(domain, device)
+    batch, prec = inference_options(loaded.model, text, settings.size, batch_size, precision, flip)
     inputs = _without_previous_outputs(find_inputs(input_path), Path(input_path), Path(out))
     out = Path(out)
     sources = {p.resolve() for item in inputs for p in (item.source, *item.dicom_files) if p.is_file()}
@@ -317,17 +323,18 @@ def predict_paths(
     for item, labels_path, prob_path in tqdm(plan, desc="predict", unit="volume", disable=not progress):
         vol = load_input(item, channel)
         what = str(item.source)
-        pred = predict_volume(
-            loaded.model,
-            vol.array,
-            vol.affine,
-            text,
-            settings,
-            batch_size,
-            flip,
-            keep_probabilities=probabilities,
-            what=what,
-        )
+        with autocast(prec, text.device):
+            pred = predict_volume(
+                loaded.model,
+                vol.array,
+                vol.affine,
+                text,
+                settings,
+                batch,
+                flip,
+                keep_probabilities=probabilities,
+                what=what,
+            )
         save_nifti(labels_path, pred.labels, vol.affine, vol.header, kind="label")
         if prob_path is not None and pred.probabilities is not None:
             probs = np.moveaxis(pred.probabilities, 0, -1).astype(np.float32)
@@ -342,7 +349,8 @@ def predict_paths(
             "class_names": {str(i): n for i, n in enumerate(loaded.class_names)},
             "preprocessing": settings.to_dict(),
             "flip": flip,
-            "batch_size": batch_size,
+            "batch_size": batch,
+            "precision": prec,
             "probabilities": probabilities,
             "outputs": [r.to_dict() for r in records],
         },

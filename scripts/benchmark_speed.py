@@ -276,6 +276,11 @@ def inference_cell(
 
 
 # ----------------------------------------------------------------------------------------- tables
+def _progress(line: str) -> None:
+    """One line per finished cell on stderr (the tables come on stdout at the end of each configuration)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
 def _ratio(x: float, base: float) -> str:
     return f"{x / base:.2f}x" if np.isfinite(x) and np.isfinite(base) and base > 0 else "n/a"
 
@@ -308,6 +313,7 @@ def run_config(
             m, f = train_cell(cfg, method, setting, device, args, count_flops=first)
             gc.collect()  # the cell's networks are gone before the next peak is measured
             train[setting.name, stage] = m
+            _progress(f"{cfg.name} {setting.name} stage {stage}: {m.seconds:.3f} s/it, peak {m.peak_gib:.2f} GiB")
             if f is not None:
                 flops[stage] = f
     emit("Training (full iterations; speed-up = fp32 s/it / setting s/it; memory ratio = setting / fp32):\n")
@@ -346,6 +352,7 @@ def run_config(
         m, f = inference_cell(cfg, setting, device, args, count_flops=setting.name == "fp32")
         gc.collect()
         infer[setting.name] = m
+        _progress(f"{cfg.name} {setting.name} inference: {args.inference_slices / m.seconds:.2f} slices/s")
         if f is not None:
             infer_flops = f
     n = args.inference_slices

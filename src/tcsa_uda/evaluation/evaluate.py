@@ -174,7 +174,7 @@ def evaluate_dataset(
             raise MissingPathError(f"case {case.id}: no image path to predict from.")
         image = load_nifti(case.image, channel=case.channel, what="image")
         return predict_volume(
-            loaded.model, image.array, image.affine, text, prep, batch_size, flip, what=str(case.image)
+            loaded.model, image.array, image.affine, text, prep, batch_size, flip, what=str(case.image), domain=domain
         ).labels
 
     meta = {"domain": domain, "split": split, "metrics": settings.metrics, "unlabelled_cases": unlabelled}

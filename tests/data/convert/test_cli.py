@@ -121,3 +121,12 @@ def test_convert_abdomen_and_sifa_commands(tmp_path, raw, capsys):
     spec = json.loads((tmp_path / "abd" / "dataset.json").read_text())
     assert [c["id"] for c in spec["domains"]["MR"]["cases"]] == ["1", "13", "32", "38"]
     assert len(spec["domains"]["CT"]["cases"]) == 6
+
+
+def test_convert_mmwhs_sifa_reads_the_mpscl_tree_and_its_slice_values_flag(tmp_path, raw, capsys):
+    raw.write_mpscl(tmp_path / "mpscl", size=8, n_train=2, n_val=1, depth=4)
+    argv = ["convert", "mmwhs-sifa", "--root", str(tmp_path / "mpscl"), "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main([*argv, "--slice-values", "zscore"]) == 0
+    assert "intensities z-scores as released" in capsys.readouterr().out
+    assert main([*argv, "--slice-values", "percent"]) == 2
+    assert "--slice-values: expected one of unit, zscore, found 'percent'" in capsys.readouterr().err

@@ -427,7 +427,9 @@ def _stub_model() -> LoadedModel:
     text = TextEmbeddings(
         domains=["CT"], class_names=CLASSES, prompts=[list(CLASSES)], embeddings=torch.zeros(1, 3, 4), encoder="t"
     )
-    prep = {"axis": "2", "size": 6, "clip_percentiles": [0.5, 99.5], "normalization": {"method": "none"}}
+    # A fixed map from [-1, 1] onto itself: the raw-folder path must pass the volume's domain to find it.
+    norm = {"method": "fixed", "ranges": {"CT": [-1.0, 1.0]}}
+    prep = {"axis": "2", "size": 6, "clip_percentiles": [0.5, 99.5], "normalization": norm}
     return LoadedModel(_NearestLevelStub(), text, list(CLASSES), {"preprocessing": {"prepare": prep}})
 
 
@@ -437,7 +439,9 @@ def test_parity_mpscl_leaves_the_last_d_mod_32_slices_background_on_raw_and_prep
     whole = evaluate_dataset(loaded, load_dataset(ds), "CT", settings=resolve_settings(parity="sifa"), batch_size=7)
     assert whole.values(1, "dice").tolist() == [1.0] and whole.values(2, "dice").tolist() == [1.0]
     assert "tail_slices" not in whole.meta
-    index = prepare_dataset(ds, tmp_path / "prep", axis="2", size=6, normalization="none", progress=False)
+    index = prepare_dataset(
+        ds, tmp_path / "prep", axis="2", size=6, normalization="fixed", fixed_ranges={"CT": (-1.0, 1.0)}, progress=False
+    )
     for acc in (
         evaluate_dataset(loaded, load_dataset(ds), "CT", settings=mpscl, batch_size=7),
         evaluate_domain(loaded, index, "CT", settings=mpscl, batch_size=5),

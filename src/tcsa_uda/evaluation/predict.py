@@ -332,7 +332,7 @@ def predict_paths(
         if prob_path is not None and pred.probabilities is not None:
             probs = np.moveaxis(pred.probabilities, 0, -1).astype(np.float32)
             save_nifti(prob_path, probs, vol.affine, vol.header, kind="probability")
-        records.append(PredictionRecord(item.source, item.kind, labels_path, prob_path, tuple(vol.array.shape)))  # type: ignore[arg-type]
+        records.append(PredictionRecord(item.source, item.kind, labels_path, prob_path, tuple(vol.array.shape)))
     atomic_write_json(
         out / RECORD_FILE,
         {

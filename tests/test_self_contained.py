@@ -34,7 +34,6 @@ FALLBACK_ROOTS: tuple[str, ...] = (
     ".ci",
     "README.md",
     "pyproject.toml",
-    "requirements.txt",
 )
 #: Folder names never walked in the fallback.
 SKIP_DIRS = frozenset({".git", ".venv", ".venv-ci", "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})

@@ -73,6 +73,7 @@ def test_dry_run_lists_cells_and_writes_nothing(tmp_path, suite_file, capsys) ->
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow  # trains and evaluates five tiny cells in subprocesses (about a minute of CPU)
 def test_bench_end_to_end_failures_tables_and_resume(tmp_path, suite_file, capsys) -> None:
     out = tmp_path / "bench"
     code, _, err = _bench(capsys, str(suite_file), "--out", str(out), "--jobs", "2")

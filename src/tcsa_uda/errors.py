@@ -22,3 +22,11 @@ class DatasetError(TcsaUdaError, ValueError):
 
 class MissingPathError(TcsaUdaError, FileNotFoundError):
     """A file or folder that is required does not exist."""
+
+
+class VolumeSizeError(DatasetError):
+    """A volume file claims more data than it holds, or more than the memory budget allows.
+
+    Raised before the voxel data is read, so a corrupt header or a decompression bomb never
+    allocates the memory it claims (see docs/reliability.md).
+    """

@@ -207,6 +207,7 @@ def test_parity_sifa_uses_voxels_and_says_so(tiny, evaluated, tmp_path, capsys):
 def _label_of(raw: Path, case_id: str) -> Path:
     spec = load_dataset(raw)
     case = next(c for c in spec.domain("CT").cases if c.id == case_id)
+    assert case.label is not None, case_id
     return spec.root / case.label
 
 

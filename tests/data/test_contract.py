@@ -16,6 +16,7 @@ from tcsa_uda.data.contract import (
     dataset_to_dict,
     load_dataset,
     parse_dataset,
+    path_outside_problem,
     read_dataset_json,
     write_dataset_json,
 )
@@ -239,6 +240,52 @@ def test_duplicate_case_ids_within_a_domain():
     assert problems_of(data) == [
         "[CT/ct_001] dataset.json: expected unique case ids within domain 'CT', found 'ct_001' twice"
     ]
+
+
+def test_case_ids_differing_only_in_letter_case_collide():
+    data = valid()
+    data["domains"]["CT"]["cases"][1]["id"] = "CT_001"
+    assert problems_of(data) == [
+        "[CT/CT_001] dataset.json: expected case ids that differ in more than letter case within domain 'CT' (ids "
+        "name files, which collide on case-insensitive file systems), found 'ct_001' and 'CT_001'"
+    ]
+
+
+def test_domain_names_differing_only_in_letter_case_collide():
+    data = valid()
+    data["domains"]["ct"] = data["domains"].pop("MR")
+    problems = problems_of(data)
+    assert problems == [
+        "[ct] dataset.json: expected domain names that differ in more than letter case (they name folders, which "
+        "collide on case-insensitive file systems), found 'CT' and 'ct'"
+    ]
+
+
+def test_path_outside_problem_resolves_dots_and_symlinks(tmp_path):
+    root = tmp_path / "ds"
+    (root / "CT").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "a.nii.gz").write_bytes(b"x")
+    (root / "CT" / "inside.nii.gz").write_bytes(b"x")
+    (root / "CT" / "link_in.nii.gz").symlink_to(root / "CT" / "inside.nii.gz")
+    (root / "CT" / "link_out.nii.gz").symlink_to(tmp_path / "elsewhere" / "a.nii.gz")
+    (root / "shared").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    assert path_outside_problem(root, "CT/inside.nii.gz") is None
+    assert path_outside_problem(root, "CT/link_in.nii.gz") is None
+    assert path_outside_problem(root, "CT/../CT/inside.nii.gz") is None
+    dots = path_outside_problem(root, "../elsewhere/a.nii.gz", "label")
+    assert dots is not None
+    assert dots.startswith(f"expected 'label' to stay inside the dataset folder {root.resolve()}, found")
+    assert "'../elsewhere/a.nii.gz', which leads through '..' to" in dots
+    for rel in ("CT/link_out.nii.gz", "shared/a.nii.gz"):
+        problem = path_outside_problem(root, rel)
+        assert problem is not None
+        assert f"found {rel!r}, which leads through a symlink to {tmp_path.resolve() / 'elsewhere'}" in problem
+    absolute = path_outside_problem(root, str(tmp_path / "elsewhere" / "a.nii.gz"))
+    assert absolute is not None and "which leads as an absolute path to" in absolute
+    alias = tmp_path / "alias"
+    alias.symlink_to(root, target_is_directory=True)  # the dataset folder itself may be a symlink
+    assert path_outside_problem(alias, "CT/inside.nii.gz") is None
 
 
 def test_same_case_id_in_two_domains_is_allowed():

@@ -8,7 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tcsa_uda.data.verify import VerifyReport, verify_dataset
+from tcsa_uda.data.io import Volume
+from tcsa_uda.data.verify import VerifyReport, grid_problems, verified_dataset, verify_case, verify_dataset
 from tcsa_uda.errors import DatasetError
 
 SHAPE = (4, 5, 3)
@@ -173,6 +174,94 @@ def test_affine_mismatch_beyond_tolerance(tmp_path):
     msg = only_problem(verify_dataset(tmp_path))
     assert msg.startswith("[CT/ct_1]") and "label affine to equal the image affine" in msg
     assert "largest difference found: 0.5" in msg
+
+
+@pytest.mark.parametrize(
+    ("name", "label_affine", "difference"),
+    [
+        ("flipped", np.diag([-1.5, 1.5, 2.0, 1.0]) + np.array([[0, 0, 0, 4.5]] + [[0, 0, 0, 0]] * 3), 4.5),
+        ("shifted", AFFINE + np.array([[0, 0, 0, 0]] * 2 + [[0, 0, 0, 2.0]] + [[0, 0, 0, 0]]), 2.0),
+    ],
+)
+def test_label_on_a_flipped_or_shifted_grid_is_refused_by_the_reusable_check(tmp_path, name, label_affine, difference):
+    image = Volume(make_image(), AFFINE)
+    label = Volume(make_label(), label_affine)
+    problems = grid_problems(image, label)
+    assert len(problems) == 1
+    assert problems[0].startswith("expected the label affine to equal the image affine within 0.001")
+    assert f"largest difference found: {difference:g}" in problems[0]
+    assert grid_problems(image, Volume(make_label(), AFFINE)) == []
+    pred = Volume(np.zeros((4, 5, 2), np.uint8), AFFINE)
+    both = grid_problems(label, pred, what="prediction", reference_what="ground truth")
+    assert both[0] == "expected the prediction shape to equal the ground truth shape (4, 5, 3), found (4, 5, 2)"
+    assert both[1].startswith("expected the prediction affine to equal the ground truth affine")
+    make_dataset(tmp_path)
+    write_nifti(tmp_path / "CT" / "ct_1_seg.nii.gz", make_label(), label_affine)
+    msg = only_problem(verify_dataset(tmp_path))
+    assert msg.startswith(f"[CT/ct_1] {tmp_path / 'CT' / 'ct_1_seg.nii.gz'}: expected the label affine")
+
+
+def test_paths_leading_out_of_the_dataset_folder_are_problems(tmp_path):
+    root = tmp_path / "ds"
+    data = make_dataset(root)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    write_nifti(outside / "img.nii.gz", make_image())
+    write_nifti(outside / "seg.nii.gz", make_label())
+    data["domains"]["CT"]["cases"][0]["image"] = "../outside/img.nii.gz"
+    (root / "CT" / "ct_2_seg.nii.gz").unlink()
+    (root / "CT" / "ct_2_seg.nii.gz").symlink_to(outside / "seg.nii.gz")
+    write_json(root, data)
+    report = verify_dataset(root)
+    msgs = messages(report)
+    assert len(msgs) == 2, msgs
+    assert msgs[0].startswith(f"[CT/ct_1] {root / '..' / 'outside' / 'img.nii.gz'}: expected 'image' to stay inside")
+    assert "which leads through '..' to" in msgs[0]
+    assert msgs[1].startswith(f"[CT/ct_2] {root / 'CT' / 'ct_2_seg.nii.gz'}: expected 'label' to stay inside")
+    assert f"which leads through a symlink to {outside.resolve() / 'seg.nii.gz'}" in msgs[1]
+
+
+def test_symlinks_inside_the_dataset_folder_are_accepted(tmp_path):
+    make_dataset(tmp_path)
+    (tmp_path / "CT" / "store").mkdir()
+    (tmp_path / "CT" / "ct_1.nii.gz").rename(tmp_path / "CT" / "store" / "ct_1.nii.gz")
+    (tmp_path / "CT" / "ct_1.nii.gz").symlink_to(tmp_path / "CT" / "store" / "ct_1.nii.gz")
+    assert verify_dataset(tmp_path).ok
+
+
+def test_case_ids_differing_only_in_case_are_a_problem(tmp_path):
+    data = make_dataset(tmp_path)
+    data["domains"]["CT"]["cases"][1]["id"] = "CT_1"
+    data["domains"]["CT"]["cases"][0]["id"] = "ct_1"
+    write_json(tmp_path, data)
+    msg = only_problem(verify_dataset(tmp_path))
+    assert "found 'ct_1' and 'CT_1'" in msg and "case-insensitive file systems" in msg
+
+
+def test_verify_case_is_the_verify_code_path_and_keeps_the_volumes(tmp_path):
+    make_dataset(tmp_path)
+    spec = verified_dataset(tmp_path)
+    case = spec.domain("CT").cases[0]
+    check = verify_case(spec, "CT", case)
+    image, label = check.raise_for_problems()
+    assert label is not None
+    np.testing.assert_array_equal(label.array, make_label())
+    assert image.array.shape == SHAPE
+    write_nifti(tmp_path / "CT" / "ct_1_seg.nii.gz", make_label(), np.diag([-1.5, 1.5, 2.0, 1.0]))
+    bad = verify_case(spec, "CT", case)
+    assert not bad.ok and [str(p) for p in bad.problems] == messages(verify_dataset(tmp_path))
+    with pytest.raises(DatasetError, match=r"\[CT/ct_1\] 1 problem\(s\) found:\n  - \[CT/ct_1\] .*label affine"):
+        bad.raise_for_problems()
+    with pytest.raises(DatasetError, match=r"1 problem\(s\) found"):
+        verified_dataset(tmp_path)
+
+
+def test_volume_larger_than_the_budget_is_a_problem(tmp_path, monkeypatch):
+    make_dataset(tmp_path)
+    monkeypatch.setenv("TCSA_UDA_MAX_VOLUME_BYTES", "100")
+    report = verify_dataset(tmp_path)
+    assert len(report.problems) == 7
+    assert all("more than the budget of 100 bytes" in str(p) for p in report.problems)
 
 
 def test_affine_within_tolerance_passes(tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import torch
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -113,6 +114,38 @@ def test_oblique_anisotropic_nifti_keeps_affine_shape_and_orientation(tmp_path, 
     assert record["outputs"][0]["labels"] == str(tmp_path / "out" / "scan.nii.gz")
 
 
+def test_label_header_keeps_qform_and_sheared_sform_and_resets_label_fields(tmp_path, ckpt):
+    qform = _oblique_affine()
+    sform = qform.copy()
+    sform[:3, 1] += 0.15 * sform[:3, 0]  # a shear the qform cannot hold
+    sform[:3, 3] += (1.5, -2.0, 0.5)
+    img = nib.Nifti1Image(_image(), sform)
+    img.header.set_qform(qform, code=1)
+    img.header.set_sform(sform, code=4)
+    img.header["cal_min"], img.header["cal_max"] = -1000.0, 3000.0
+    img.header.set_intent("z score", name="zstat")
+    nib.save(img, str(tmp_path / "scan.nii.gz"))
+    ref = nib.load(str(tmp_path / "scan.nii.gz")).header
+    predict_paths(ckpt, tmp_path / "scan.nii.gz", tmp_path / "out", probabilities=True, device="cpu", progress=False)
+    out = nib.load(str(tmp_path / "out" / "scan.nii.gz"))
+    hdr = out.header
+    assert (int(hdr["qform_code"]), int(hdr["sform_code"])) == (1, 4)
+    np.testing.assert_allclose(hdr.get_qform(), ref.get_qform(), atol=1e-5)
+    np.testing.assert_allclose(hdr.get_sform(), sform, atol=1e-5)
+    np.testing.assert_allclose(hdr.get_zooms(), ref.get_zooms(), atol=1e-6)
+    np.testing.assert_allclose(hdr.get_zooms(), (0.7, 0.9, 3.0), atol=1e-5)  # pixdim from the qform, not the shear
+    labels = np.asarray(out.dataobj)
+    assert hdr.get_data_dtype().kind == "u"
+    assert (float(hdr["cal_min"]), float(hdr["cal_max"])) == (float(labels.min()), float(labels.max()))
+    assert hdr.get_intent() == ("label", (), "")
+    assert hdr.get_slope_inter() == (None, None)
+    prob = nib.load(str(tmp_path / "out" / "scan_probabilities.nii.gz")).header
+    np.testing.assert_allclose(prob.get_qform(), ref.get_qform(), atol=1e-5)
+    np.testing.assert_allclose(prob.get_sform(), sform, atol=1e-5)
+    assert (float(prob["cal_min"]), float(prob["cal_max"])) == (0.0, 1.0)
+    assert int(prob["intent_code"]) == 0 and prob.get_intent()[2] == ""
+
+
 # ------------------------------------------------------------------------------------ DICOM
 
 
@@ -189,6 +222,23 @@ def test_dicom_series_predicts_like_the_same_volume_as_nifti(tmp_path, ckpt):
     np.testing.assert_array_equal(
         np.asarray(out.dataobj), np.asarray(nib.load(str(tmp_path / "out_nifti" / "same.nii.gz")).dataobj)
     )
+
+
+def test_dicom_series_with_a_missing_slice_is_rejected_with_the_gap(tmp_path):
+    vol = _dicom_volume()
+    _write_series(tmp_path / "s", vol)
+    items = find_inputs(tmp_path / "s")
+    normal = np.cross(ROW_COS, COL_COS)
+    files = list(items[0].dicom_files)
+    positions = {f: float(np.asarray(pydicom.dcmread(str(f)).ImagePositionPatient, float) @ normal) for f in files}
+    ordered = sorted(files, key=positions.get)
+    kept = [f for f in ordered if f != ordered[3]]  # the fourth slice is missing
+    with pytest.raises(DatasetError) as info:
+        read_dicom_volume(kept, "scan/s")
+    message = str(info.value)
+    assert message.startswith("scan/s: expected evenly spaced slices (median step 2.500 mm")
+    assert f"found a gap of 5.000 mm (2.00 x the median) between slice 2 ({ordered[2].name}" in message
+    assert f"slice 3 ({ordered[4].name}, at {positions[ordered[4]]:.3f} mm)" in message
 
 
 def test_two_slices_at_one_position_are_rejected(tmp_path):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,6 +28,7 @@ from tcsa_uda.metrics import (
     surface_distances,
     surface_voxels,
 )
+from tcsa_uda.metrics.volume import metric_definition
 
 SHAPE = (24, 24, 24)
 
@@ -34,7 +37,8 @@ def _empty() -> np.ndarray:
     return np.zeros(SHAPE, dtype=bool)
 
 
-def _box(lo: tuple[int, int, int], hi: tuple[int, int, int]) -> np.ndarray:
+def _box(lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:
+    """A boolean volume of ``SHAPE``, True on ``[lo[0], hi[0]) x [lo[1], hi[1]) x [lo[2], hi[2])``."""
     m = _empty()
     m[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = True
     return m
@@ -73,7 +77,7 @@ def test_plate_shifted_by_k_voxels(axis: int, k: int) -> None:
     # surface voxel in the shifted plate is straight across, at distance k.
     lo, hi = [4, 4, 4], [12, 12, 12]
     lo[axis], hi[axis] = 5, 6
-    a = _box(tuple(lo), tuple(hi))
+    a = _box(lo, hi)
     b = np.roll(a, k, axis=axis)
     for variant in ("pooled", "mean_of_means"):
         assert assd(a, b, variant=variant) == pytest.approx(k)
@@ -127,10 +131,76 @@ def test_variants_differ_on_unbalanced_sets() -> None:
     assert hd95(a, b, variant="pooled") == pytest.approx(9.2)
 
 
+def _label_map(*points: tuple[int, int, int]) -> np.ndarray:
+    return _voxels(*points).astype(np.int64)
+
+
+@pytest.mark.parametrize(
+    ("pred_points", "gt_points", "max_directed", "pooled"),
+    [
+        # d(P->G) = {2}; d(G->P) = {2, 10}: max(P95{2}, P95{2, 10}) = 2 + 0.95 * 8; P95{2, 2, 10} = 2 + 0.9 * 8.
+        ([(2, 2, 2)], [(2, 2, 4), (2, 2, 12)], 9.6, 9.2),
+        # d(P->G) = {1}; d(G->P) = {1, 4, 10}: P95{1, 4, 10} = 4 + 0.9 * 6; P95{1, 1, 4, 10} = 4 + 0.85 * 6.
+        ([(2, 2, 2)], [(2, 2, 3), (2, 2, 6), (2, 2, 12)], 9.4, 9.1),
+    ],
+)
+def test_hd95_variants_hand_computed_through_compute_case_metrics(pred_points, gt_points, max_directed, pooled):
+    pred, gt = _label_map(*pred_points), _label_map(*gt_points)
+    monai = compute_case_metrics(pred, gt, [1], hd95_variant="max_directed")[1]
+    medpy = compute_case_metrics(pred, gt, [1], hd95_variant="pooled")[1]
+    assert monai["hd95_vox"] == pytest.approx(max_directed)
+    assert medpy["hd95_vox_pooled"] == pytest.approx(pooled)
+    assert compute_case_metrics(pred, gt, [1])[1]["hd95_vox"] == pytest.approx(max_directed)  # default unchanged
+
+
+def test_pooled_hd95_is_medpys_definition_by_brute_force() -> None:
+    # medpy.metric.binary.hd95: numpy.percentile(numpy.hstack((d(A->B), d(B->A))), 95), surfaces by
+    # 6-connected erosion; here the nearest surface voxel is found by exhaustive search, not by an EDT.
+    rng = np.random.default_rng(7)
+    a, b = _blob(rng), _blob(rng)
+    spacing = (0.8, 1.1, 2.5)
+    pa = np.argwhere(surface_voxels(a)) * spacing
+    pb = np.argwhere(surface_voxels(b)) * spacing
+    dist = np.sqrt(((pa[:, None, :] - pb[None, :, :]) ** 2).sum(-1))
+    a_to_b, b_to_a = dist.min(axis=1), dist.min(axis=0)
+    assert hd95(a, b, spacing, variant="pooled") == pytest.approx(np.percentile(np.hstack((a_to_b, b_to_a)), 95))
+    expected_max = max(np.percentile(a_to_b, 95), np.percentile(b_to_a, 95))
+    assert hd95(a, b, spacing, variant="max_directed") == pytest.approx(expected_max)
+    assert hd95(a, b, spacing, variant="pooled") != pytest.approx(expected_max)
+
+
+def test_outputs_record_the_hd95_variant(tmp_path) -> None:
+    pred, gt = _label_maps()
+    for variant, name in (("max_directed", "hd95_mm"), ("pooled", "hd95_mm_pooled")):
+        acc = MetricAccumulator(class_names={1: "a", 2: "b"})
+        acc.add("v1", compute_case_metrics(pred, gt, [1, 2], spacing=(1.0, 1.0, 1.0), hd95_variant=variant))
+        assert acc.hd95_variants == {name: variant} and acc.hd95_variant == variant
+        acc.to_json(tmp_path / f"{variant}.json")
+        data = json.loads((tmp_path / f"{variant}.json").read_text())
+        assert data["hd95_variants"] == {name: variant}
+        assert data["metric_definitions"][name].startswith(f"HD95 in mm, {variant}: ")
+        reference = "MONAI compute_hausdorff_distance" if variant == "max_directed" else "medpy.metric.binary.hd95"
+        assert reference in data["metric_definitions"][name]
+        acc.to_csv(tmp_path / f"{variant}.csv", hd95_variant_column=True)
+        with open(tmp_path / f"{variant}.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        assert list(rows[0])[-1] == "hd95_variant" and {r["hd95_variant"] for r in rows} == {variant}
+    acc.to_csv(tmp_path / "plain.csv")
+    assert "hd95_variant" not in (tmp_path / "plain.csv").read_text()
+    mixed = MetricAccumulator()
+    mixed.add("v1", {1: {"hd95_mm": 1.0, "hd95_vox_pooled": 1.0}})
+    with pytest.raises(MetricInputError, match=r"hd95 variant: the recorded metrics mix \['max_directed', 'pooled'\]"):
+        _ = mixed.hd95_variant
+    with pytest.raises(MetricInputError, match=r"metric name: expected dice, .* found 'hd95_cm'"):
+        metric_definition("hd95_cm")
+    with pytest.raises(ConfigError, match="hd95_variant: expected one of 'max_directed', 'pooled', found 'medpy'"):
+        metric_names(True, hd95_variant="medpy")
+
+
 def test_anisotropic_spacing_scales_only_that_axis() -> None:
     lo, hi = [4, 4, 4], [12, 12, 12]
     lo[0], hi[0] = 5, 6
-    plate_x = _box(tuple(lo), tuple(hi))
+    plate_x = _box(lo, hi)
     spacing = (2.5, 0.7, 0.7)
     assert assd(plate_x, np.roll(plate_x, 2, axis=0), spacing) == pytest.approx(2 * 2.5)
     plate_y = np.moveaxis(plate_x, 0, 1)
@@ -412,8 +482,9 @@ def test_accumulator_rejects_inconsistent_cases() -> None:
         acc.add("c4", {1: {"dice": 1.0, "assd_vox_pooled": 0.0}})
     with pytest.raises(MetricInputError, match="class 2: expected metrics"):
         acc.add("c4", {1: {"dice": 1.0, "assd_vox_pooled": 0.0}, 2: {"dice": 1.0}})
+    high: Any = "high"  # wrong type on purpose, as if read from a file: the runtime check must catch it
     with pytest.raises(MetricInputError, match="expected a number, found 'high'"):
-        acc.add("c4", {1: {"dice": 1.0, "assd_vox_pooled": 0.0}, 2: {"dice": "high", "assd_vox_pooled": 0.0}})
+        acc.add("c4", {1: {"dice": 1.0, "assd_vox_pooled": 0.0}, 2: {"dice": high, "assd_vox_pooled": 0.0}})
     assert len(acc) == 3
     with pytest.raises(MetricInputError, match="no case has been added"):
         MetricAccumulator().summary()

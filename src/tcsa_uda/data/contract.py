@@ -4,7 +4,10 @@
 background), optional long ``class_descriptions`` used in text prompts, and the ``domains``
 (modalities), each with a ``modality`` phrase and a list of cases. A case has an ``id``, an
 ``image`` path, an optional ``label`` path (target-domain images may be unlabelled) and a
-``split`` in train / val / test. All paths are relative to the dataset folder.
+``split`` in train / val / test. All paths are relative to the dataset folder and must stay
+inside it, symlinks included (:func:`path_outside_problem`). Case ids and domain names name output
+files and folders, so they must be unique ignoring letter case (two ids that differ only in case
+collide on case-insensitive file systems).
 
 :func:`parse_dataset` checks the structure only (keys, types, ids) and returns every problem it
 finds; :func:`load_dataset` raises one :class:`DatasetError` listing them. File contents are
@@ -242,7 +245,18 @@ def parse_dataset(
                 )
             )
         else:
+            folded: dict[str, str] = {}
             for dname, draw in raw_domains.items():
+                first = folded.setdefault(str(dname).casefold(), str(dname))
+                if first != str(dname):
+                    problems.append(
+                        Problem(
+                            str(dname),
+                            file,
+                            "expected domain names that differ in more than letter case (they name folders, which "
+                            f"collide on case-insensitive file systems), found {first!r} and {str(dname)!r}",
+                        )
+                    )
                 spec = _check_domain(str(dname), draw, file, problems, warns)
                 if spec is not None:
                     domains[str(dname)] = spec
@@ -282,12 +296,13 @@ def _check_domain(dname: str, draw: Any, file: str, problems: list[Problem], war
     if not raw_cases:
         problems.append(Problem(dname, file, "expected at least one case, found an empty 'cases' list"))
     cases: list[CaseSpec] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # case-folded id -> id as first spelled
     for i, raw in enumerate(raw_cases):
         case = _check_case(raw, dname, i, file, problems, warns)
         if case is None:
             continue
-        if case.id in seen:
+        first = seen.get(case.id.casefold())
+        if first == case.id:
             problems.append(
                 Problem(
                     f"{dname}/{case.id}",
@@ -295,7 +310,16 @@ def _check_domain(dname: str, draw: Any, file: str, problems: list[Problem], war
                     f"expected unique case ids within domain {dname!r}, found {case.id!r} twice",
                 )
             )
-        seen.add(case.id)
+        elif first is not None:
+            problems.append(
+                Problem(
+                    f"{dname}/{case.id}",
+                    file,
+                    f"expected case ids that differ in more than letter case within domain {dname!r} (ids name "
+                    f"files, which collide on case-insensitive file systems), found {first!r} and {case.id!r}",
+                )
+            )
+        seen.setdefault(case.id.casefold(), case.id)
         cases.append(case)
     if not isinstance(modality, str) or not modality.strip():
         return None
@@ -325,6 +349,34 @@ def _check_intensity_range(raw: Any, dname: str, file: str, problems: list[Probl
         )
         return None
     return float(raw[0]), float(raw[1])
+
+
+def path_outside_problem(root: Path, relative: str, key: str = "image") -> str | None:
+    """Why ``root/relative`` leads out of the dataset folder after ``..`` and symlinks, or None.
+
+    Args:
+        root: the dataset folder (it may itself be a symlink).
+        relative: a path of ``dataset.json`` (relative to ``root``).
+        key: its key in messages (``image`` or ``label``).
+
+    Returns:
+        None when the resolved path stays inside the resolved dataset folder; else a message
+        naming the path, where it leads and what to do.
+    """
+    base = Path(root).resolve()
+    target = (Path(root) / relative).resolve()
+    if target == base or target.is_relative_to(base):
+        return None
+    if Path(relative).is_absolute():
+        how = "as an absolute path"
+    elif ".." in Path(relative).parts:
+        how = "through '..'"
+    else:
+        how = "through a symlink"
+    return (
+        f"expected '{key}' to stay inside the dataset folder {base}, found {relative!r}, which leads {how} to "
+        f"{target}; copy or move the file into the dataset folder"
+    )
 
 
 def read_dataset_json(folder: str | Path) -> tuple[Path, Any]:

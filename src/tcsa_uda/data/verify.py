@@ -1,9 +1,16 @@
 """Check a dataset folder completely before any training (``tcsa-uda verify DATASET``).
 
 The structure of ``dataset.json`` is checked by :func:`tcsa_uda.data.contract.parse_dataset`;
-this module adds the checks that need the files: every image and label exists and loads as a 3D
-volume (a 4D file needs the domain's ``channel``), image and label agree in shape and affine,
-images hold only finite values, and label maps hold only integer values among the declared ids.
+this module adds the checks that need the files: every image and label path stays inside the
+dataset folder (``..`` and symlinks resolved), exists and loads as a 3D volume within the memory
+budget (a 4D file needs the domain's ``channel``), image and label agree in shape and affine
+(:func:`grid_problems`), images hold only finite values, and label maps hold only integer values
+among the declared ids.
+
+One code path: :func:`verify_case` checks one case and returns its loaded volumes, so a command
+that reads the volumes anyway (``prepare``) runs exactly the checks of ``verify`` without
+reading the files twice; :func:`verified_dataset` runs the whole verification and returns the
+dataset or raises with every problem.
 
 Every problem is collected (one unreadable file never stops the run), so one call lists all that
 must be fixed. File checks also run when ``dataset.json`` has structural problems, on every case
@@ -30,6 +37,7 @@ from tcsa_uda.data.contract import (
     DatasetSpec,
     Problem,
     parse_dataset,
+    path_outside_problem,
     read_dataset_json,
 )
 from tcsa_uda.data.io import Volume, load_nifti
@@ -183,7 +191,8 @@ def _header_shape(path: Path) -> tuple[int, ...] | None:
     An unreadable file is reported by the full load that follows.
     """
     try:
-        return tuple(int(n) for n in nib.load(str(path)).shape)
+        img = nib.load(str(path))
+        return tuple(int(n) for n in getattr(img, "shape", ()))  # every readable volume format has a shape
     except Exception:  # noqa: BLE001  (nibabel raises many types for missing or corrupt files)
         return None
 
@@ -206,6 +215,48 @@ def _check_image(vol: Volume, where: str, path: Path, problems: list[Problem]) -
             )
 
 
+def grid_problems(
+    reference: Volume,
+    other: Volume,
+    *,
+    what: str = "label",
+    reference_what: str = "image",
+    atol: float = AFFINE_ATOL,
+) -> list[str]:
+    """Why ``other`` does not lie on the voxel grid of ``reference`` (empty when it does).
+
+    The grid is the array shape and the (4, 4) voxel-to-world affine; an affine that is flipped,
+    permuted or shifted by more than ``atol`` (mm) in any entry is a different grid, even when the
+    arrays have the same shape. Used for an image and its label (``verify``, ``prepare``) and for
+    a prediction and its ground truth.
+
+    Args:
+        reference: the volume whose grid is the reference (e.g. the image).
+        other: the volume checked against it (e.g. the label).
+        what: name of ``other`` in messages.
+        reference_what: name of ``reference`` in messages.
+        atol: largest absolute difference allowed between affine entries.
+
+    Returns:
+        One message per mismatch (shape, affine), each naming the expected and found values.
+    """
+    out: list[str] = []
+    if other.array.shape != reference.array.shape:
+        out.append(
+            f"expected the {what} shape to equal the {reference_what} shape {reference.array.shape}, "
+            f"found {other.array.shape}"
+        )
+    diff = float(np.abs(np.asarray(other.affine) - np.asarray(reference.affine)).max())
+    if not np.isfinite(diff) or diff > atol:
+        out.append(
+            f"expected the {what} affine to equal the {reference_what} affine within {atol} "
+            f"(largest difference found: {diff:.6g}); {reference_what} affine "
+            f"{np.asarray(reference.affine).round(4).tolist()}, "
+            f"{what} affine {np.asarray(other.affine).round(4).tolist()}"
+        )
+    return out
+
+
 def _check_label(
     lab: Volume,
     img: Volume | None,
@@ -218,20 +269,7 @@ def _check_label(
     """A label map must match its image's grid and hold only declared integer ids."""
     arr = lab.array
     if img is not None:
-        if arr.shape != img.array.shape:
-            message = f"expected the label shape to equal the image shape {img.array.shape}, found {arr.shape}"
-            problems.append(Problem(where, str(path), message))
-        diff = float(np.abs(lab.affine - img.affine).max())
-        if diff > affine_atol:
-            problems.append(
-                Problem(
-                    where,
-                    str(path),
-                    f"expected the label affine to equal the image affine within {affine_atol} "
-                    f"(largest difference found: {diff:.6g}); image affine {img.affine.round(4).tolist()}, "
-                    f"label affine {lab.affine.round(4).tolist()}",
-                )
-            )
+        problems.extend(Problem(where, str(path), m) for m in grid_problems(img, lab, atol=affine_atol))
     if arr.dtype.kind not in "biuf":
         problems.append(Problem(where, str(path), f"expected an integer label map, found dtype {arr.dtype}"))
         return
@@ -263,31 +301,101 @@ def _check_label(
         )
 
 
-def _check_target(
-    target: _Target,
+@dataclass
+class CaseCheck:
+    """The outcome of :func:`verify_case` for one case.
+
+    Attributes:
+        where: ``domain/case id`` (as in problems).
+        problems: everything wrong with the case's files; empty when usable.
+        image: the loaded image (None when it could not be loaded).
+        label: the loaded label map (None for an unlabelled case or when it could not be loaded).
+    """
+
+    where: str
+    problems: list[Problem] = field(default_factory=list)
+    image: Volume | None = None
+    label: Volume | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found and the image is loaded."""
+        return not self.problems and self.image is not None
+
+    def raise_for_problems(self) -> tuple[Volume, Volume | None]:
+        """``(image, label)`` when the case is usable.
+
+        Raises:
+            DatasetError: listing every problem of the case (one line each).
+        """
+        if not self.ok or self.image is None:
+            lines = "\n".join(f"  - {p}" for p in self.problems)
+            raise DatasetError(f"[{self.where}] {len(self.problems)} problem(s) found:\n{lines}")
+        return self.image, self.label
+
+
+def _inside(root: Path, relative: str, key: str, where: str, problems: list[Problem]) -> Path | None:
+    """The path of ``relative`` when it stays inside ``root``; else None and a problem."""
+    problem = path_outside_problem(root, relative, key)
+    if problem is not None:
+        problems.append(Problem(where, str(root / relative), problem))
+        return None
+    return root / relative
+
+
+def _verify_case(
     root: Path,
+    domain: str,
+    case: CaseSpec,
+    channel: int | None,
     declared: set[int] | None,
-    problems: list[Problem],
     affine_atol: float,
-) -> None:
-    case = target.case
-    where = f"{target.domain}/{case.id}"
-    image_path = case.image_path(root)
-    img = _load(image_path, target.channel, "image", where, problems)
-    if img is not None:
-        _check_image(img, where, image_path, problems)
-    label_path = case.label_path(root)
+) -> CaseCheck:
+    check = CaseCheck(where=f"{domain}/{case.id}")
+    where, problems = check.where, check.problems
+    image_path = _inside(root, case.image, "image", where, problems)
+    if image_path is not None:
+        check.image = _load(image_path, channel, "image", where, problems)
+        if check.image is not None:
+            _check_image(check.image, where, image_path, problems)
+    if case.label is None:
+        return check
+    label_path = _inside(root, case.label, "label", where, problems)
     if label_path is None:
-        return
+        return check
     # Label maps are single-volume: ``channel`` selects an image sequence, never a label.
     shape = _header_shape(label_path)
     if shape is not None and len(shape) == 4 and shape[3] > 1:
         message = f"expected a 3D label map ('channel' applies to images only), found a 4D file of shape {shape}"
         problems.append(Problem(where, str(label_path), message))
-        return
-    lab = _load(label_path, None, "label", where, problems)
-    if lab is not None:
-        _check_label(lab, img, declared, where, label_path, problems, affine_atol)
+        return check
+    check.label = _load(label_path, None, "label", where, problems)
+    if check.label is not None:
+        _check_label(check.label, check.image, declared, where, label_path, problems, affine_atol)
+    return check
+
+
+def verify_case(spec: DatasetSpec, domain: str, case: CaseSpec, *, affine_atol: float = AFFINE_ATOL) -> CaseCheck:
+    """Run every file check of ``verify`` on one case and keep the volumes it loaded.
+
+    The checks are those of :func:`verify_dataset` (one code path): paths inside the dataset
+    folder, files readable within the memory budget, 3D, image finite, label on the image's grid
+    (:func:`grid_problems`) with declared integer ids.
+
+    Args:
+        spec: the parsed dataset (gives the folder, the domain's channel and the label ids).
+        domain: the case's domain name.
+        case: one case of that domain.
+        affine_atol: largest absolute difference allowed between image and label affine entries.
+
+    Returns:
+        The :class:`CaseCheck`; ``check.raise_for_problems()`` gives ``(image, label)``.
+
+    Raises:
+        DatasetError: ``domain`` is not a domain of ``spec``.
+    """
+    dom = spec.domain(domain)
+    return _verify_case(spec.root, domain, case, dom.channel, set(spec.labels.values()), affine_atol)
 
 
 def _duplicate_image_warnings(targets: list[_Target], file: str) -> list[str]:
@@ -332,14 +440,23 @@ def verify_dataset(
     spec, problems, warns = parse_dataset(data, root, str(path))
     report.problems.extend(problems)
     report.warnings.extend(warns)
+    declared: set[int] | None
     if spec is not None:
         targets, declared = _spec_targets(spec), set(spec.labels.values())
     else:
         targets, declared = _lenient_targets(data)
     report.warnings.extend(_duplicate_image_warnings(targets, str(path)))
-    file_problems: list[Problem] = []
     for target in tqdm(targets, desc="verify", unit="case", disable=not progress):
-        _check_target(target, root, declared, file_problems, affine_atol)
-    report.problems.extend(file_problems)
+        check = _verify_case(root, target.domain, target.case, target.channel, declared, affine_atol)
+        report.problems.extend(check.problems)
     report.spec = spec
     return report
+
+
+def verified_dataset(folder: str | Path, progress: bool = False, *, affine_atol: float = AFFINE_ATOL) -> DatasetSpec:
+    """The dataset of ``folder`` after the full verification of ``tcsa-uda verify``.
+
+    Raises:
+        DatasetError: listing every problem found (structure and files), as ``verify`` prints them.
+    """
+    return verify_dataset(folder, progress, affine_atol=affine_atol).raise_for_problems()

@@ -7,8 +7,11 @@ normalised, sliced and resized as ``prepare`` did for training
 prediction is mapped back onto the input's voxel grid. Outputs::
 
     OUT/<name>.nii.gz                 uint8 label map (class ids of the checkpoint), the input's
-                                      shape, affine and header (qform/sform codes kept)
+                                      shape and header: qform and sform kept as they are, each
+                                      with its code (so pixdim too); label intent (1002),
+                                      cal_min/cal_max = label range, no scaling
     OUT/<name>_probabilities.nii.gz   float32 (X, Y, Z, C) softmax maps, with --probabilities
+                                      (same geometry; cal_min/cal_max 0/1, no intent)
     OUT/predict.json                  checkpoint, classes, settings and every input -> output
 
 ``<name>`` is the input file name without ``.nii``/``.nii.gz`` (folders below ``--input`` are
@@ -326,10 +329,11 @@ def predict_paths(
             what=what,
             domain=domain,
         )
-        save_nifti(labels_path, pred.labels, vol.affine, vol.header)
+        save_nifti(labels_path, pred.labels, vol.affine, vol.header, kind="label")
         if prob_path is not None and pred.probabilities is not None:
-            save_nifti(prob_path, np.moveaxis(pred.probabilities, 0, -1).astype(np.float32), vol.affine, vol.header)
-        records.append(PredictionRecord(item.source, item.kind, labels_path, prob_path, tuple(vol.array.shape)))  # type: ignore[arg-type]
+            probs = np.moveaxis(pred.probabilities, 0, -1).astype(np.float32)
+            save_nifti(prob_path, probs, vol.affine, vol.header, kind="probability")
+        records.append(PredictionRecord(item.source, item.kind, labels_path, prob_path, tuple(vol.array.shape)))
     atomic_write_json(
         out / RECORD_FILE,
         {

@@ -32,6 +32,20 @@ from tcsa_uda.errors import ConfigError, TcsaUdaError
 
 ASSD_VARIANTS: tuple[str, ...] = ("pooled", "mean_of_means")
 HD_VARIANTS: tuple[str, ...] = ("max_directed", "pooled")
+"""The HD95 definitions; ``max_directed`` (the first) is the default everywhere."""
+ASSD_DEFINITIONS: dict[str, str] = {
+    "pooled": "mean of the union of both directed surface-distance sets (MONAI symmetric=True, medpy 0.5 assd)",
+    "mean_of_means": "mean of the two directed mean surface distances (older medpy assd, SIFA-era papers)",
+}
+"""ASSD variant -> its definition, as written into evaluation outputs."""
+HD_DEFINITIONS: dict[str, str] = {
+    "max_directed": (
+        "max of the two directed 95th percentiles of the surface distances "
+        "(MONAI compute_hausdorff_distance(percentile=95))"
+    ),
+    "pooled": "95th percentile of the union of both directed surface-distance sets (medpy.metric.binary.hd95)",
+}
+"""HD95 variant -> its definition, as written into evaluation outputs."""
 CONNECTIVITIES: tuple[int, ...] = (1, 2, 3)
 
 Spacing = tuple[float, float, float]

@@ -35,7 +35,9 @@ import numpy as np
 from tcsa_uda.atomic import atomic_write_json, atomic_write_text
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.metrics.surface import (
+    ASSD_DEFINITIONS,
     ASSD_VARIANTS,
+    HD_DEFINITIONS,
     HD_VARIANTS,
     MetricInputError,
     Spacing,
@@ -281,9 +283,50 @@ def metric_names(
     ``dice``, then ``assd_<unit>_<variant>`` per ASSD variant, then ``hd95_<unit>`` (MONAI-style
     max_directed) or ``hd95_<unit>_pooled``; ``<unit>`` is ``mm`` with a spacing, ``vox`` without.
     """
+    check_option(hd95_variant, HD_VARIANTS, "hd95_variant")
     unit = "mm" if spacing_given else "vox"
     hd_name = f"hd95_{unit}" if hd95_variant == "max_directed" else f"hd95_{unit}_{hd95_variant}"
     return ["dice", *(f"assd_{unit}_{v}" for v in assd_variants), hd_name]
+
+
+def parse_metric_name(name: str) -> tuple[str, str | None, str | None]:
+    """``(kind, unit, variant)`` of a metric name of :func:`metric_names`.
+
+    ``dice`` -> ``("dice", None, None)``; ``assd_mm_pooled`` -> ``("assd", "mm", "pooled")``;
+    ``hd95_vox`` -> ``("hd95", "vox", "max_directed")`` (the default variant has no suffix);
+    ``hd95_mm_pooled`` -> ``("hd95", "mm", "pooled")``.
+
+    Raises:
+        MetricInputError: a name that :func:`metric_names` never produces.
+    """
+    if name == "dice":
+        return "dice", None, None
+    kind, _, rest = name.partition("_")
+    unit, _, variant = rest.partition("_")
+    if unit in ("mm", "vox"):
+        if kind == "assd" and variant in ASSD_VARIANTS:
+            return kind, unit, variant
+        if kind == "hd95" and (variant in HD_VARIANTS[1:] or variant == ""):
+            return kind, unit, variant or HD_VARIANTS[0]
+    raise MetricInputError(
+        f"metric name: expected dice, assd_<mm|vox>_<{'|'.join(ASSD_VARIANTS)}> or hd95_<mm|vox>[_pooled], "
+        f"found {name!r}."
+    )
+
+
+def metric_definition(name: str) -> str:
+    """The definition of a metric name, with its unit and variant (written into outputs).
+
+    Raises:
+        MetricInputError: an unknown metric name.
+    """
+    kind, unit, variant = parse_metric_name(name)
+    if kind == "dice":
+        return "Dice coefficient 2|P & G| / (|P| + |G|)"
+    units = "mm" if unit == "mm" else "voxels"
+    if kind == "assd":
+        return f"ASSD in {units}, {variant}: {ASSD_DEFINITIONS[str(variant)]}"
+    return f"HD95 in {units}, {variant}: {HD_DEFINITIONS[str(variant)]}"
 
 
 def compute_case_metrics(
@@ -441,6 +484,32 @@ class MetricAccumulator:
         self._cases[case_id] = record
         self._class_ids, self._metric_names = class_ids, expected_names
 
+    @property
+    def hd95_variants(self) -> dict[str, str]:
+        """HD95 metric name -> the variant it was computed with (``max_directed`` or ``pooled``)."""
+        out: dict[str, str] = {}
+        for name in self.metric_names:
+            kind, _, variant = parse_metric_name(name)
+            if kind == "hd95" and variant is not None:
+                out[name] = variant
+        return out
+
+    @property
+    def hd95_variant(self) -> str | None:
+        """The HD95 variant of the recorded metrics; None without HD95.
+
+        Raises:
+            MetricInputError: the recorded metrics mix both variants (name both in tables then).
+        """
+        variants = sorted(set(self.hd95_variants.values()))
+        if len(variants) > 1:
+            raise MetricInputError(f"hd95 variant: the recorded metrics mix {variants}; report them by metric name.")
+        return variants[0] if variants else None
+
+    def metric_definitions(self) -> dict[str, str]:
+        """Metric name -> its definition (:func:`metric_definition`), in metric order."""
+        return {name: metric_definition(name) for name in self.metric_names}
+
     def values(self, class_id: int, metric: str) -> np.ndarray:
         """(n_cases,) float64 values of one class and metric, in case order (NaN kept)."""
         if class_id not in (self._class_ids or []):
@@ -492,11 +561,21 @@ class MetricAccumulator:
             class_mean[metric] = stats
         return {"n_cases": len(self._cases), "classes": classes, "class_mean": class_mean}
 
-    def to_csv(self, path: str | os.PathLike[str]) -> None:
-        """Write :meth:`to_rows` as CSV atomically (NaN written as ``nan``)."""
+    def to_csv(self, path: str | os.PathLike[str], hd95_variant_column: bool = False) -> None:
+        """Write :meth:`to_rows` as CSV atomically (NaN written as ``nan``).
+
+        Args:
+            path: destination file.
+            hd95_variant_column: add a last column ``hd95_variant`` (``max_directed`` or
+                ``pooled``) when an HD95 metric is recorded, so the file says which definition
+                its HD95 values follow.
+        """
         rows = self.to_rows()
         if not rows:
             raise MetricInputError(f"{path}: no case has been added, nothing to write.")
+        variant = self.hd95_variant if hd95_variant_column else None
+        if variant is not None:
+            rows = [{**row, "hd95_variant": variant} for row in rows]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
@@ -505,10 +584,17 @@ class MetricAccumulator:
         atomic_write_text(path, buf.getvalue())
 
     def to_json(self, path: str | os.PathLike[str], ddof: int = 0) -> None:
-        """Write ``{"meta", "class_names", "rows", "summary"}`` as JSON atomically (NaN -> null)."""
+        """Write the results as JSON atomically (NaN -> null).
+
+        Keys: ``meta``, ``class_names``, ``metric_definitions`` (metric name -> definition, unit
+        and variant), ``hd95_variants`` (HD95 metric name -> ``max_directed`` | ``pooled``),
+        ``rows`` and ``summary``.
+        """
         payload = {
             "meta": self.meta,
             "class_names": self.class_names,
+            "metric_definitions": self.metric_definitions(),
+            "hd95_variants": self.hd95_variants,
             "rows": self.to_rows(),
             "summary": self.summary(ddof=ddof),
         }

@@ -211,7 +211,7 @@ def write_brats(root: Path, n_cases: int, shape=(10, 10, 8), seed: int = 2, miss
 
 SIFA_TEST_IDS = {"mr": (1007, 1009, 1018, 1019), "ct": (1003, 1008, 1014, 1019)}
 SIFA_RANGES = {"mr": (-1.8, 4.4), "ct": (-2.8, 3.2)}
-FOREIGN_ROOT = "/users/someone/USD/data_np"  # the datalists' absolute paths point at the authors' machine
+FOREIGN_ROOT = "/srv/authors/USD/data_np"  # the datalists' absolute paths point at the authors' machine
 
 
 def zscore_image(label: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
@@ -114,3 +117,53 @@ def test_missing_btcv_test_label_is_fatal(tmp_path, raw):
     (tmp_path / "BTCV" / "RawData" / "Training" / "label" / "label0033.nii.gz").unlink()
     with pytest.raises(MissingPathError, match=r"CT test case\(s\) \['0033'\]"):
         convert_abdomen(tmp_path / "CHAOS_Train_Sets", tmp_path / "BTCV", tmp_path / "out", progress=False)
+
+
+def _series_dir(root, cid):
+    return root / "CHAOS_Train_Sets" / "Train_Sets" / "MR" / str(cid) / "T2SPIR"
+
+
+def test_whole_chaos_download_skips_patients_without_ground_and_macosx_copies(tmp_path, raw):
+    _download(tmp_path, raw)
+    for cid in (4, 6):  # test patients of the full download: DICOM only, no Ground folder
+        raw.write_chaos_case(tmp_path / "CHAOS_Test_Sets", cid)
+        shutil.rmtree(tmp_path / "CHAOS_Test_Sets" / "Train_Sets" / "MR" / str(cid) / "T2SPIR" / "Ground")
+    mac = tmp_path / "__MACOSX" / "CHAOS_Train_Sets"
+    shutil.copytree(tmp_path / "CHAOS_Train_Sets", mac)
+    for f in [f for f in mac.rglob("*") if f.is_file()]:
+        f.rename(f.with_name("._" + f.name))
+    res = convert_abdomen(tmp_path, tmp_path / "BTCV", tmp_path / "out", progress=False)
+    assert sorted(c.id for c in res.spec.domain("MR").cases) == ["1", "13", "2", "32", "38"]
+    notes = "\n".join(res.summary["notes"])
+    assert "MR: 2 patient(s) with a T2SPIR folder but no Ground folder skipped" in notes
+    assert "the CHAOS test patients): 4, 6" in notes
+    assert all("__MACOSX" not in r["source"] for r in res.summary["domains"]["MR"]["case_list"])
+    assert verify_dataset(res.out).ok
+
+
+def test_bad_dicom_series_in_a_training_patient_is_skipped_with_a_note(tmp_path, raw):
+    _download(tmp_path, raw, chaos=(1, 2, 3, 13, 32, 38))
+    broken = min((_series_dir(tmp_path, 2) / "DICOM_anon").iterdir())
+    broken.write_bytes(b"not a dicom file")
+    gap = _series_dir(tmp_path, 3) / "DICOM_anon"
+    third = next(f for f in gap.iterdir() if float(pydicom.dcmread(str(f)).ImagePositionPatient[2]) == -20.0 + 6.0 * 3)
+    third.unlink()  # patient 3 misses the fourth slice
+    res = convert_abdomen(tmp_path / "CHAOS_Train_Sets", tmp_path / "BTCV", tmp_path / "out", progress=False)
+    assert sorted(c.id for c in res.spec.domain("MR").cases) == ["1", "13", "32", "38"]
+    skipped = {s["id"]: s for s in res.summary["skipped_cases"]}
+    assert set(skipped) == {"2", "3"}
+    assert skipped["2"]["reason"].startswith(f"{broken}: cannot read as DICOM")
+    assert "found a gap of 12.000 mm (2.00 x the median) between slice 2" in skipped["3"]["reason"]
+    assert any(n.startswith("MR train case 2 skipped: ") for n in res.summary["notes"])
+    assert verify_dataset(res.out).ok
+
+
+def test_bad_dicom_series_in_a_test_patient_fails_with_one_line(tmp_path, raw):
+    _download(tmp_path, raw)
+    broken = min((_series_dir(tmp_path, 13) / "DICOM_anon").iterdir())
+    broken.write_bytes(b"not a dicom file")
+    with pytest.raises(DatasetError) as info:
+        convert_abdomen(tmp_path / "CHAOS_Train_Sets", tmp_path / "BTCV", tmp_path / "out", progress=False)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"MR test case 13 (part of the literature split, cannot be skipped): {broken}: cannot")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
 import pytest
 
 from tcsa_uda.data.contract import load_dataset
-from tcsa_uda.data.convert.brats import convert_brats, make_brats_split
+from tcsa_uda.data.convert.brats import convert_brats, make_brats_split, patient_key
 from tcsa_uda.data.verify import verify_dataset
 from tcsa_uda.errors import DatasetError, MissingPathError
 
@@ -113,3 +114,72 @@ def test_make_brats_split_sizes_and_val():
     assert sorted(every) == ids  # disjoint and complete
     with pytest.raises(DatasetError, match="at least 4 complete BraTS cases"):
         make_brats_split(ids[:3], 0, 0.2, 0.1)
+
+
+def _two_releases(root, raw, n_shared=6, n_new=2):
+    """BraTS 2018 cases ``Brats18_TCIA01_1xx_1`` and BraTS 2019 copies of the same patients
+    (``BraTS19_TCIA01_1xx_1``) plus ``n_new`` patients only in 2019, under one root."""
+    cases18 = raw.write_brats(root / "MICCAI_BraTS_2018_Data_Training", n_shared, missing_seg=False)
+    for folder in sorted((root / "MICCAI_BraTS_2018_Data_Training").rglob("Brats18_*")):
+        if folder.is_dir():
+            target = (
+                root
+                / "MICCAI_BraTS_2019_Data_Training"
+                / folder.parent.name
+                / folder.name.replace("Brats18", "BraTS19")
+            )
+            target.mkdir(parents=True)
+            for f in folder.iterdir():
+                shutil.copy(f, target / f.name.replace("Brats18", "BraTS19"))
+    new = []
+    for i in range(n_new):
+        case = f"BraTS19_CBICA_A{i:02d}_1"
+        seg = raw.class_boxes((10, 10, 8), (1, 2, 4), np.random.default_rng(i)).astype(np.uint8)
+        for seq in ("flair", "t2"):
+            raw.save(
+                root / "MICCAI_BraTS_2019_Data_Training" / "HGG" / case / f"{case}_{seq}.nii.gz", seg * 7, np.eye(4)
+            )
+        raw.save(root / "MICCAI_BraTS_2019_Data_Training" / "HGG" / case / f"{case}_seg.nii.gz", seg, np.eye(4))
+        new.append(case)
+    return cases18, new
+
+
+def test_patient_in_two_releases_is_converted_once(tmp_path, raw):
+    cases18, new = _two_releases(tmp_path / "dl", raw)
+    res = convert_brats(tmp_path / "dl", tmp_path / "out", seed=1, progress=False)
+    every = _ids(res.spec, "FLAIR") + _ids(res.spec, "T2")
+    patients = [patient_key(c)[0] for c in every]
+    assert len(patients) == len(set(patients)) == len(cases18) + len(new)
+    assert sorted(every) == sorted([c.replace("Brats18", "BraTS19") for c in cases18] + new)
+    notes = [n for n in res.summary["notes"] if n.startswith("patient ")]
+    assert len(notes) == len(cases18)
+    first = next(n for n in notes if n.startswith("patient tcia01_100_1:"))
+    assert "2 copies found under different release names: Brats18_TCIA01_100_1 (" in first
+    assert "BraTS19_TCIA01_100_1 (" in first and "MICCAI_BraTS_2019_Data_Training" in first
+    assert first.endswith("using BraTS19_TCIA01_100_1 (the newest release) so the patient is in one domain only")
+
+
+def test_split_file_decides_the_copy_and_may_not_list_a_patient_twice(tmp_path, raw):
+    cases18, _ = _two_releases(tmp_path / "dl", raw, n_new=0)
+    only18 = raw.write_brats(tmp_path / "dl18", len(cases18), missing_seg=False)
+    res = convert_brats(tmp_path / "dl18", tmp_path / "a", seed=2, progress=False)
+    reused = convert_brats(tmp_path / "dl", tmp_path / "b", split=res.out / "split.json", progress=False)
+    assert sorted(_ids(reused.spec, "FLAIR") + _ids(reused.spec, "T2")) == sorted(only18)
+    assert any("(the one the split file lists)" in n for n in reused.summary["notes"])
+    split = json.loads((res.out / "split.json").read_text())
+    twin = split["domains"]["FLAIR"]["train"][0].replace("Brats18", "BraTS19")
+    split["domains"]["T2"]["train"].append(twin)
+    (tmp_path / "s.json").write_text(json.dumps(split))
+    with pytest.raises(DatasetError) as info:
+        convert_brats(tmp_path / "dl", tmp_path / "c", split=tmp_path / "s.json", progress=False)
+    message = str(info.value)
+    key = patient_key(twin)[0]
+    assert f"expected each patient once, found patient {key} as " in message
+    assert f"and as {twin} (T2/train)" in message
+
+
+def test_patient_key_strips_the_release_prefix():
+    assert patient_key("Brats18_2013_10_1") == ("2013_10_1", 2018)
+    assert patient_key("BraTS19_CBICA_AAB_1") == ("cbica_aab_1", 2019)
+    assert patient_key("BraTS2021_00495") == ("00495", 2021)
+    assert patient_key("BraTS-GLI-00000-000") == ("brats-gli-00000-000", None)

@@ -130,3 +130,16 @@ def test_convert_mmwhs_sifa_reads_the_mpscl_tree_and_its_slice_values_flag(tmp_p
     assert "intensities z-scores as released" in capsys.readouterr().out
     assert main([*argv, "--slice-values", "percent"]) == 2
     assert "--slice-values: expected one of unit, zscore, found 'percent'" in capsys.readouterr().err
+
+
+def test_convert_with_a_bad_training_case_exits_0_and_prints_the_note(tmp_path, raw, capsys):
+    raw.write_mmwhs(tmp_path / "dl", "ct", [1001, 1002, 1003, 1008, 1014, 1019], shape=(6, 6, 6))
+    raw.write_mmwhs(tmp_path / "dl", "mr", [1002, 1007, 1009, 1018, 1019], shape=(6, 6, 6))
+    bad = next((tmp_path / "dl").rglob("ct_train_1002_image.nii.gz"))
+    bad.write_bytes(b"\x1f\x8b not really gzip")
+    args = ["convert", "mmwhs", "--ct", str(tmp_path / "dl"), "--mr", str(tmp_path / "dl")]
+    code = main([*args, "--out", str(tmp_path / "out"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"CT train case 1002 skipped: {bad}: cannot read image as NIfTI" in out
+    assert "verify: OK" in out

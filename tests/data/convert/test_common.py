@@ -10,10 +10,13 @@ from tcsa_uda.data.convert.common import (
     find_files,
     foreground_box,
     index_unique,
+    is_ignored_name,
+    iter_files,
     map_codes,
     natural_key,
     require_dir,
     to_ras,
+    walk_dirs,
 )
 from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
 
@@ -24,6 +27,15 @@ def test_find_files_is_recursive_case_insensitive_and_skips_hidden(tmp_path):
         (tmp_path / rel).write_bytes(b"x")
     found = find_files(tmp_path, r"img(?P<id>\d+)\.nii(?:\.gz)?")
     assert sorted(m.group("id") for _, m in found) == ["0001", "0002"]
+
+
+def test_macosx_folders_are_never_walked(tmp_path):
+    for rel in ("data/img0001.nii.gz", "__MACOSX/data/img0001.nii.gz", "__MACOSX/data/._img0001.nii.gz"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    assert [p.relative_to(tmp_path).as_posix() for p in iter_files(tmp_path)] == ["data/img0001.nii.gz"]
+    assert [folder.name for folder, _, _ in walk_dirs(tmp_path)] == [tmp_path.name, "data"]
+    assert is_ignored_name("__MACOSX") and is_ignored_name("._x.dcm") and not is_ignored_name("MACOSX")
 
 
 def test_index_unique_refuses_two_files_for_one_case(tmp_path):

@@ -90,3 +90,37 @@ def test_mixed_series_orientation_and_non_dicom_files_are_refused(tmp_path, raw)
     ds.save_as(str(tmp_path / "e.dcm"))
     with pytest.raises(DatasetError, match=r"e.dcm: expected the DICOM attribute ImagePositionPatient"):
         read_dicom_series([tmp_path / "e.dcm", tmp_path / "a.dcm"], "case")
+
+
+def test_missing_slice_is_an_error_naming_the_series_and_the_gap(tmp_path, raw):
+    # Slices at 0, 3, 6, 12, 15 mm along the normal: the slice at 9 mm is missing.
+    written, _, _ = _write_series(raw, tmp_path, n=6, step=3.0)
+    by_k = {round(float((ipp - np.array([10.0, -20.0, 30.0]))[2]) / 3.0): path for path, _, ipp in written}
+    by_k[3].unlink()
+    files = [by_k[k] for k in (0, 1, 2, 4, 5)]
+    with pytest.raises(DatasetError) as info:
+        read_dicom_series(files, "patient7/T2SPIR")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("patient7/T2SPIR: expected evenly spaced slices (median step 3.000 mm")
+    assert "found a gap of 6.000 mm (2.00 x the median) between slice 2" in message
+    assert f"({by_k[2].name}, at 36.000 mm) and slice 3 ({by_k[4].name}, at 42.000 mm)" in message
+    assert "a slice is probably missing" in message
+
+
+def test_extra_slice_between_two_others_is_an_error(tmp_path, raw):
+    pixels = np.zeros((3, 3), np.uint16)
+    for i, z in enumerate((0.0, 4.0, 5.0, 8.0, 12.0)):
+        raw.write_dicom_slice(tmp_path / f"s{i}.dcm", pixels, (0, 0, z), (1, 0, 0, 0, 1, 0), (1, 1), i + 1, "1.2")
+    with pytest.raises(DatasetError, match=r"case: .*found a short step of 1.000 mm .* between slice 1 \(s1.dcm"):
+        read_dicom_series(sorted(tmp_path.glob("*.dcm")), "case")
+
+
+def test_small_spacing_jitter_is_a_note_not_an_error(tmp_path, raw):
+    pixels = np.zeros((3, 3), np.uint16)
+    for i, z in enumerate((0.0, 3.0, 6.1, 9.0, 12.0)):  # steps within 20 % of the median 3 mm
+        raw.write_dicom_slice(tmp_path / f"s{i}.dcm", pixels, (0, 0, z), (1, 0, 0, 0, 1, 0), (1, 1), i + 1, "1.2")
+    series = read_dicom_series(sorted(tmp_path.glob("*.dcm")), "case")
+    assert series.array.shape == (3, 3, 5)
+    assert any("uneven slice spacing" in n for n in series.notes)
+    np.testing.assert_allclose(series.affine[2, 2], 3.0)

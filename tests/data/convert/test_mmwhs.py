@@ -138,11 +138,46 @@ def test_duplicate_files_and_shape_mismatch_are_clear_errors(tmp_path, raw):
     with pytest.raises(DatasetError, match=r"found two: .*ct_train_1002_image"):
         convert_mmwhs(tmp_path / "ct", tmp_path / "mr", tmp_path / "out", progress=False)
     copy.unlink()
-    raw.save(_find(tmp_path / "ct", "ct_train_1002_label.nii.gz"), np.zeros((12, 10, 7), np.int16), raw.NON_RAS_AFFINE)
-    with pytest.raises(
-        DatasetError, match=r"ct_train_1002_label.nii.gz: expected the label shape to equal the shape \(12, 10, 8\)"
-    ):
+    raw.save(_find(tmp_path / "ct", "ct_train_1003_label.nii.gz"), np.zeros((12, 10, 7), np.int16), raw.NON_RAS_AFFINE)
+    with pytest.raises(DatasetError) as info:
         convert_mmwhs(tmp_path / "ct", tmp_path / "mr", tmp_path / "out", progress=False)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("CT test case 1003 (part of the literature split, cannot be skipped): ")
+    assert "ct_train_1003_label.nii.gz: expected the label shape to equal the shape (12, 10, 8)" in message
+
+
+def test_fault_in_a_training_case_skips_it_with_a_note(tmp_path, raw):
+    raw.write_mmwhs(tmp_path / "ct", "ct", CT_IDS)
+    raw.write_mmwhs(tmp_path / "mr", "mr", MR_IDS)
+    bad_label = _find(tmp_path / "ct", "ct_train_1002_label.nii.gz")
+    raw.save(bad_label, np.zeros((12, 10, 7), np.int16), raw.NON_RAS_AFFINE)
+    bad_image = _find(tmp_path / "mr", "MR_TRAIN_1001_image.nii")  # case 0 of the writer: .nii, upper case
+    bad_image.write_bytes(bad_image.read_bytes()[:400])
+    res = convert_mmwhs(tmp_path / "ct", tmp_path / "mr", tmp_path / "out", progress=False)
+    assert sorted(c.id for c in res.spec.domain("CT").cases) == ["1001", "1003", "1008", "1014", "1019"]
+    assert "1001" not in [c.id for c in res.spec.domain("MR").cases]
+    skipped = {(s["domain"], s["id"]): s for s in res.summary["skipped_cases"]}
+    assert set(skipped) == {("CT", "1002"), ("MR", "1001")}
+    assert skipped["CT", "1002"]["split"] == "train"
+    assert "expected the label shape to equal the shape (12, 10, 8)" in skipped["CT", "1002"]["reason"]
+    assert (
+        str(bad_image) in skipped["MR", "1001"]["reason"]
+        and "file holds only 400 bytes" in skipped["MR", "1001"]["reason"]
+    )
+    assert any(n.startswith("CT train case 1002 skipped: ") for n in res.summary["notes"])
+    assert json.loads((res.out / "summary.json").read_text())["skipped_cases"] == res.summary["skipped_cases"]
+    assert not (res.out / "CT" / "1002_image.nii.gz").exists()  # a refused case leaves no file
+    assert verify_dataset(res.out).ok
+
+
+def test_macosx_copies_are_ignored(tmp_path, raw):
+    raw.write_mmwhs(tmp_path / "dl" / "ct", "ct", CT_IDS)
+    raw.write_mmwhs(tmp_path / "dl" / "mr", "mr", MR_IDS)
+    raw.write_mmwhs(tmp_path / "dl" / "__MACOSX" / "ct", "ct", CT_IDS)  # a copy with the real names
+    res = convert_mmwhs(tmp_path / "dl", tmp_path / "dl", tmp_path / "out", progress=False)
+    assert len(res.spec.domain("CT").cases) == len(CT_IDS)
+    assert all("__MACOSX" not in r["source"] for d in res.summary["domains"].values() for r in d["case_list"])
 
 
 def test_unexpected_codes_are_noted_and_mapped_to_background(tmp_path, raw):
@@ -150,10 +185,33 @@ def test_unexpected_codes_are_noted_and_mapped_to_background(tmp_path, raw):
     raw.write_mmwhs(tmp_path / "mr", "mr", MR_IDS)
     path = _find(tmp_path / "ct", "ct_train_1002_label.nii.gz")
     lab = np.asarray(nib.load(str(path)).dataobj).copy()
-    lab[0, 0, :3] = 421
+    lab[0, 0, :3] = 999
     raw.save(path, lab, raw.NON_RAS_AFFINE)
     res = convert_mmwhs(tmp_path / "ct", tmp_path / "mr", tmp_path / "out", progress=False)
-    assert any("421 (3 voxels)" in n for n in res.summary["notes"])
+    assert any("999 (3 voxels)" in n and "mapped to background" in n for n in res.summary["notes"])
+    assert res.summary["remapped_codes"] == []
+
+
+def test_code_421_is_the_left_atrium_and_named_in_the_summary(tmp_path, raw):
+    truth = raw.write_mmwhs(tmp_path / "ct", "ct", CT_IDS)
+    raw.write_mmwhs(tmp_path / "mr", "mr", MR_IDS)
+    path = _find(tmp_path / "mr", "mr_train_1009_label.nii.gz")
+    lab = np.asarray(nib.load(str(path)).dataobj).copy()
+    n_la = int((lab == 420).sum())
+    lab[lab == 420] = 421  # the MR file of the download that marks the left atrium with 421
+    raw.save(path, lab, raw.NON_RAS_AFFINE)
+    res = convert_mmwhs(tmp_path / "ct", tmp_path / "mr", tmp_path / "out", progress=False)
+    case = next(c for c in res.spec.domain("MR").cases if c.id == "1009")
+    out = np.asarray(nib.load(str(case.label_path(res.out))).dataobj)
+    assert int((out == 2).sum()) == n_la > 0
+    assert res.summary["remapped_codes"] == [
+        {"file": str(path), "code": 421, "class_id": 2, "class": "left atrium blood cavity", "voxels": n_la}
+    ]
+    saved = json.loads((res.out / "summary.json").read_text())
+    assert saved["remapped_codes"][0]["file"] == str(path)
+    assert any(f"raw code 421 ({n_la} voxels) remapped to 2 'left atrium blood cavity'" in n for n in saved["notes"])
+    assert not any("unexpected label code" in n for n in saved["notes"])
+    assert truth  # the CT download is untouched
 
 
 def test_heart_crop_keeps_every_structure_and_world_positions(tmp_path, raw):

@@ -1,11 +1,13 @@
 """Abdomen: CHAOS T2-SPIR MRI (DICOM + PNG masks) and BTCV CT (NIfTI) -> the dataset contract.
 
 CHAOS input (``--chaos``): the ``Train_Sets/MR/<patient>/T2SPIR/DICOM_anon/*.dcm`` series and
-their ``T2SPIR/Ground/*.png`` masks, found under any nesting; every folder named ``T2SPIR`` is
-one case whose id is its parent folder's name (``1``, ``13``, ...). Slices may be in any file
-order (:mod:`.dicom` sorts them by position). A mask belongs to the DICOM file of the same name
-stem; when no stem matches, masks in natural name order are paired with slices in
-InstanceNumber order (noted). Mask values follow the CHAOS definition, with its tolerance
+their ``T2SPIR/Ground/*.png`` masks, found under any nesting; every folder named ``T2SPIR`` that
+holds a ``Ground`` folder is one case whose id is its parent folder's name (``1``, ``13``, ...).
+The whole CHAOS download may be given: ``T2SPIR`` folders without ``Ground`` (the test patients,
+whose ground truth is not public) are skipped with a note, and ``__MACOSX`` copies are ignored.
+Slices may be in any file order (:mod:`.dicom` sorts them by position). A mask belongs to the
+DICOM file of the same name stem; when no stem matches, masks in natural name order are paired
+with slices in InstanceNumber order (noted). Mask values follow the CHAOS definition, with its tolerance
 ranges: liver 63 (55-70), right kidney 126 (110-135), left kidney 189 (175-200), spleen 252
 (240-255).
 
@@ -41,6 +43,7 @@ from tcsa_uda.data.convert.common import (
     natural_key,
     require_dir,
     to_ras,
+    walk_dirs,
 )
 from tcsa_uda.data.convert.dicom import read_dicom_series
 from tcsa_uda.data.convert.splits import DEFAULT_VAL_FRACTION, carve_val
@@ -67,6 +70,7 @@ BTCV_BACKGROUND: tuple[int, ...] = (4, 5, 7, 8, 9, 10, 11, 12, 13)
 """Gallbladder, oesophagus, stomach, aorta, IVC, portal/splenic veins, pancreas, adrenal glands."""
 DICOM_SUFFIXES = (".dcm", ".ima")
 CHAOS_SERIES_DIR = "t2spir"
+CHAOS_GROUND_DIR = "ground"
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,34 +105,47 @@ def read_mask_png(path: Path) -> np.ndarray:
         DatasetError: unreadable file (named).
     """
     try:
-        with Image.open(path) as img:
-            if img.mode not in ("L", "I", "I;16", "F"):
-                img = img.convert("L")
+        with Image.open(path) as opened:
+            img = opened if opened.mode in ("L", "I", "I;16", "F") else opened.convert("L")
             return np.asarray(img)
     except (UnidentifiedImageError, OSError) as exc:
         raise DatasetError(f"{path}: cannot read the ground-truth PNG ({type(exc).__name__}: {exc}).") from exc
 
 
-def discover_chaos(root: Path) -> dict[str, Path]:
-    """Case id -> its ``T2SPIR`` folder.
+def _chaos_id(series_dir: Path) -> str:
+    name = series_dir.parent.name
+    return str(int(name)) if name.isdigit() else name
+
+
+def discover_chaos(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Case id -> its ``T2SPIR`` folder, for patients with and without ground truth.
+
+    A ``T2SPIR`` folder is labelled when it holds a ``Ground`` folder (any letter case); the
+    test patients of the CHAOS download have none. ``__MACOSX`` and hidden folders are not
+    entered.
+
+    Returns:
+        ``(labelled, unlabelled)``: id -> ``T2SPIR`` folder each; an id with a labelled folder
+        is never listed as unlabelled.
 
     Raises:
-        DatasetError: two ``T2SPIR`` folders for one patient id.
+        DatasetError: two labelled ``T2SPIR`` folders for one patient id.
     """
-    out: dict[str, Path] = {}
-    for folder, dirs, _ in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        here = Path(folder)
+    labelled: dict[str, Path] = {}
+    unlabelled: dict[str, Path] = {}
+    for here, dirs, _ in walk_dirs(root):
         if here.name.lower() != CHAOS_SERIES_DIR or here == root:
             continue
-        name = here.parent.name
-        cid = str(int(name)) if name.isdigit() else name
-        if cid in out:
+        cid = _chaos_id(here)
+        if not any(d.lower() == CHAOS_GROUND_DIR for d in dirs):
+            unlabelled.setdefault(cid, here)
+            continue
+        if cid in labelled:
             raise DatasetError(
-                f"{root}: expected one T2SPIR folder per patient, found two for {cid!r}: {out[cid]} and {here}."
+                f"{root}: expected one T2SPIR folder per patient, found two for {cid!r}: {labelled[cid]} and {here}."
             )
-        out[cid] = here
-    return out
+        labelled[cid] = here
+    return labelled, {cid: path for cid, path in unlabelled.items() if cid not in labelled}
 
 
 def _pair_masks(dicoms: list[Path], pngs: list[Path], where: Path) -> tuple[dict[Path, Path], str | None]:
@@ -188,8 +205,8 @@ def read_chaos_case(series_dir: Path, writer: DatasetWriter) -> tuple[np.ndarray
                 f"{png}: expected a {expected[0]} x {expected[1]} mask like {dcm.name}, found {mask.shape}."
             )
         ids, bad = map_chaos_mask(mask)
-        for v, n in bad.items():
-            unexpected[v] = unexpected.get(v, 0) + n
+        for value, count in bad.items():
+            unexpected[value] = unexpected.get(value, 0) + count
         labels.append(ids.T)  # (columns, rows), like the image
     if unexpected:
         writer.note(
@@ -241,7 +258,9 @@ def convert_abdomen(
 
     Raises:
         MissingPathError: a folder does not exist, or a literature test case is missing.
-        DatasetError: unreadable or inconsistent files, or the output fails verification.
+        DatasetError: an unreadable or inconsistent test case, or the output fails verification.
+            The same fault in a training case (e.g. one bad DICOM series) skips it with a note
+            (``skipped_cases`` in the summary).
     """
     chaos_dir, btcv_dir = require_dir(chaos, "--chaos folder"), require_dir(btcv, "--btcv folder")
     writer = DatasetWriter(
@@ -256,7 +275,13 @@ def convert_abdomen(
         ),
         seed=seed,
     )
-    mr_cases = discover_chaos(chaos_dir)
+    mr_cases, no_ground = discover_chaos(chaos_dir)
+    if no_ground:
+        ids = sorted(no_ground, key=natural_key)
+        writer.note(
+            f"MR: {len(ids)} patient(s) with a T2SPIR folder but no Ground folder skipped (no ground truth, e.g. the "
+            f"CHAOS test patients): {', '.join(ids)}"
+        )
     check_test_cases(
         TEST_IDS["MR"], mr_cases, "MR", chaos_dir, "<patient>/T2SPIR folders with DICOM_anon/*.dcm and Ground/*.png"
     )
@@ -298,20 +323,32 @@ def convert_abdomen(
 
     jobs = [("MR", c) for c in splits["MR"]] + [("CT", c) for c in splits["CT"]]
     for domain, cid in tqdm(jobs, desc="convert abdomen", unit="case", disable=not progress):
-        if domain == "MR":
-            image, label, affine = read_chaos_case(mr_cases[cid], writer)
-            source = str(mr_cases[cid])
-        else:
-            img = load_nifti_raw(images[cid], "image")
-            lab = load_nifti_raw(labels[cid], "label")
-            check_same_grid(img, lab, images[cid], labels[cid], writer)
-            ids, unexpected = map_codes(lab[0], BTCV_CODES, BTCV_BACKGROUND)
-            if unexpected:
-                writer.note(
-                    f"{labels[cid]}: unexpected label code(s) {describe_codes(unexpected)} mapped to background"
-                )
-            image, affine = to_ras(img[0], img[1])
-            label, _ = to_ras(ids, img[1])
-            source = str(images[cid])
-        writer.add(domain, cid, splits[domain][cid], image, affine, label, source=source)
+        split = splits[domain][cid]
+        with writer.case_faults(domain, cid, split):
+            if domain == "MR":
+                image, label, affine = read_chaos_case(mr_cases[cid], writer)
+                source = str(mr_cases[cid])
+            else:
+                image, label, affine = read_btcv_case(images[cid], labels[cid], writer)
+                source = str(images[cid])
+            writer.add(domain, cid, split, image, affine, label, source=source)
     return writer.finish()
+
+
+def read_btcv_case(
+    image_path: Path, label_path: Path, writer: DatasetWriter
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One BTCV case: ``(image, label, affine)`` in RAS+ voxel order, organ codes mapped to class ids.
+
+    Raises:
+        DatasetError: unreadable files or a label on another grid (the file is named).
+    """
+    img = load_nifti_raw(image_path, "image")
+    lab = load_nifti_raw(label_path, "label")
+    check_same_grid(img, lab, image_path, label_path, writer)
+    ids, unexpected = map_codes(lab[0], BTCV_CODES, BTCV_BACKGROUND)
+    if unexpected:
+        writer.note(f"{label_path}: unexpected label code(s) {describe_codes(unexpected)} mapped to background")
+    image, affine = to_ras(img[0], img[1])
+    label, _ = to_ras(ids, img[1])
+    return image, label, affine

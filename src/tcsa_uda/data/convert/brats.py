@@ -5,6 +5,12 @@ with ``_t2`` and ``_seg`` files (any nesting, ``.nii``/``.nii.gz``, any letter c
 2023 names ``-t2f`` / ``-t2w`` / ``-seg`` are accepted as FLAIR / T2 / segmentation). The case id
 is the file-name prefix before the sequence suffix.
 
+Releases: one root may hold several releases (e.g. ``Brats18_2013_10_1`` of BraTS 2018 and
+``BraTS19_2013_10_1`` of BraTS 2019, the same patient). The patient is the case id without its
+release prefix (:func:`patient_key`); of the copies of one patient only one is converted (the one
+a ``split`` file names, else the newest release), and a note names every copy and the one used,
+so no patient can reach both domains.
+
 Label: whole tumour = every tumour sub-region -> class 1: codes {1, 2, 4} of BraTS 2018-2021,
 and 3 (the enhancing tumour code of BraTS 2023); 0 stays background.
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 from tqdm import tqdm
@@ -52,6 +59,82 @@ TUMOUR_CODES: dict[int, int] = {1: 1, 2: 1, 3: 1, 4: 1}
 SEQUENCE_ALIASES: dict[str, str] = {"flair": "flair", "t2f": "flair", "t2": "t2", "t2w": "t2", "seg": "seg"}
 FILE_PATTERN = rf"(?P<case>.+?)[_-](?P<seq>flair|t2f|t2w|t2|seg){NIFTI_RE}"
 DEFAULT_TEST_FRACTION = 0.2
+RELEASE_RE = re.compile(r"brats[-_]?(?P<year>20\d\d|\d\d)[-_](?P<patient>.+)", re.IGNORECASE)
+"""Case ids with a release prefix: ``Brats18_<patient>``, ``BraTS19_<patient>``, ``BraTS2021_<patient>``."""
+
+
+def patient_key(case: str) -> tuple[str, int | None]:
+    """The patient of a BraTS case id and its release year.
+
+    ``Brats18_2013_10_1`` and ``BraTS19_2013_10_1`` are the same patient (``2013_10_1``) in the
+    2018 and 2019 releases. Ids without a release prefix (BraTS 2023 ``BraTS-GLI-00000-000``)
+    are their own patient, with no year.
+
+    Returns:
+        ``(patient key in lower case, release year or None)``.
+    """
+    match = RELEASE_RE.fullmatch(case)
+    if match is None:
+        return case.lower(), None
+    year = int(match.group("year"))
+    return match.group("patient").lower(), year + 2000 if year < 100 else year
+
+
+def deduplicate_patients(
+    cases: dict[str, dict[str, Path]], preferred: set[str] | frozenset[str] = frozenset()
+) -> tuple[dict[str, dict[str, Path]], list[str]]:
+    """Keep one copy of every patient found under several release names.
+
+    Args:
+        cases: case id -> sequence -> file (complete cases).
+        preferred: case ids to keep when they are one of the copies (those of a split file).
+
+    Returns:
+        ``(kept cases, notes)``: one note per patient with several copies, naming each copy
+        (with its folder) and the one used.
+    """
+    groups: dict[str, list[str]] = {}
+    for name in cases:
+        groups.setdefault(patient_key(name)[0], []).append(name)
+    kept: dict[str, dict[str, Path]] = {}
+    notes: list[str] = []
+    for key, names in groups.items():
+        if len(names) == 1:
+            kept[names[0]] = cases[names[0]]
+            continue
+        listed = [n for n in names if n in preferred]
+        if len(listed) == 1:
+            chosen, why = listed[0], "the one the split file lists"
+        else:
+            chosen = max(names, key=lambda n: (patient_key(n)[1] or 0, natural_key(n)))
+            why = "the newest release"
+        kept[chosen] = cases[chosen]
+        copies = ", ".join(f"{n} ({cases[n]['seg'].parent})" for n in sorted(names, key=natural_key))
+        notes.append(
+            f"patient {key}: {len(names)} copies found under different release names: {copies}; using {chosen} "
+            f"({why}) so the patient is in one domain only"
+        )
+    return kept, notes
+
+
+def check_split_patients(assignment: dict[str, dict[str, list[str]]], split_file: str | os.PathLike[str]) -> None:
+    """Refuse a split file that lists one patient under two release names.
+
+    Raises:
+        DatasetError: naming the patient, both ids and where each is listed.
+    """
+    seen: dict[str, tuple[str, str]] = {}
+    for domain, per in assignment.items():
+        for split_name, ids in per.items():
+            for cid in ids:
+                key = patient_key(cid)[0]
+                if key in seen and seen[key][0] != cid:
+                    other, where = seen[key]
+                    raise DatasetError(
+                        f"{split_file}: expected each patient once, found patient {key} as {other} ({where}) and as "
+                        f"{cid} ({domain}/{split_name}); keep one of them."
+                    )
+                seen.setdefault(key, (cid, f"{domain}/{split_name}"))
 
 
 def discover_brats(root: Path) -> tuple[dict[str, dict[str, Path]], dict[str, str]]:
@@ -137,8 +220,9 @@ def convert_brats(
     Raises:
         MissingPathError: the folder or split file does not exist, or a test case of the split
             file is missing.
-        DatasetError: inconsistent files, a split file listing a patient in both domains, or
-            the output fails verification.
+        DatasetError: inconsistent files, a split file listing a patient in both domains (also
+            under two release names), an unreadable test case, or the output fails verification.
+            An unreadable training case is skipped with a note (``skipped_cases``).
     """
     root_dir = require_dir(root, "--root folder")
     found, names = discover_brats(root_dir)
@@ -159,10 +243,17 @@ def convert_brats(
         else:
             complete[names[key]] = files
     if split is None:
+        complete, dup_notes = deduplicate_patients(complete)
+        for n in dup_notes:
+            writer.note(n)
         assignment = make_brats_split(list(complete), seed, test_fraction, val_fraction)
     else:
         assignment = read_split_file(split, MODALITIES)
+        check_split_patients(assignment, split)
         listed = {cid for per in assignment.values() for ids in per.values() for cid in ids}
+        complete, dup_notes = deduplicate_patients(complete, listed)
+        for n in dup_notes:
+            writer.note(n)
         for domain, per in assignment.items():
             check_test_cases(
                 per["test"], complete, domain, root_dir, f"the flair, t2 and seg files of every test case of {split}"
@@ -178,15 +269,18 @@ def convert_brats(
     jobs = [(d, s, cid) for d, per in assignment.items() for s, ids in per.items() for cid in ids]
     jobs.sort(key=lambda j: (j[0], natural_key(j[2])))
     for domain, split_name, cid in tqdm(jobs, desc="convert brats", unit="case", disable=not progress):
-        files = complete[cid]
-        image_path = files[DOMAIN_FILES[domain]]
-        image = load_nifti_raw(image_path, "image")
-        seg = load_nifti_raw(files["seg"], "label")
-        check_same_grid(image, seg, image_path, files["seg"], writer)
-        ids, unexpected = map_codes(seg[0], TUMOUR_CODES)
-        if unexpected:
-            writer.note(f"{files['seg']}: unexpected label code(s) {describe_codes(unexpected)} mapped to background")
-        img, affine = to_ras(image[0], image[1])
-        lab, _ = to_ras(ids, image[1])
-        writer.add(domain, cid, split_name, img, affine, lab, source=str(image_path))
+        with writer.case_faults(domain, cid, split_name):
+            files = complete[cid]
+            image_path = files[DOMAIN_FILES[domain]]
+            image = load_nifti_raw(image_path, "image")
+            seg = load_nifti_raw(files["seg"], "label")
+            check_same_grid(image, seg, image_path, files["seg"], writer)
+            ids, unexpected = map_codes(seg[0], TUMOUR_CODES)
+            if unexpected:
+                writer.note(
+                    f"{files['seg']}: unexpected label code(s) {describe_codes(unexpected)} mapped to background"
+                )
+            img, affine = to_ras(image[0], image[1])
+            lab, _ = to_ras(ids, image[1])
+            writer.add(domain, cid, split_name, img, affine, lab, source=str(image_path))
     return writer.finish()

@@ -17,10 +17,10 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
+from tcsa_uda.data.io import read_nifti
 from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
 
 NIFTI_RE = r"\.nii(?:\.gz)?"
@@ -47,17 +47,37 @@ def require_dir(path: str | os.PathLike[str], what: str) -> Path:
     return path
 
 
+MACOS_METADATA_DIR = "__MACOSX"
+"""Folder of resource-fork copies that zip archives made on macOS hold next to the real files."""
+
+
+def is_ignored_name(name: str) -> bool:
+    """True for names a converter never reads: hidden names (``.x``, AppleDouble ``._x``) and ``__MACOSX``."""
+    return name.startswith(".") or name == MACOS_METADATA_DIR
+
+
+def walk_dirs(root: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """``os.walk`` of ``root`` (sorted) that never enters ignored folders and lists no ignored file.
+
+    Yields:
+        ``(folder, sub-folder names, file names)``, both name lists sorted, ignored names removed
+        (see :func:`is_ignored_name`).
+    """
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not is_ignored_name(d))
+        yield Path(folder), dirs, sorted(f for f in files if not is_ignored_name(f))
+
+
 def iter_files(root: Path) -> Iterator[Path]:
     """Every regular file under ``root`` (recursive, sorted), without hidden files.
 
-    Names starting with ``.`` are skipped: among them the ``._name`` AppleDouble files that
-    archives made on macOS contain next to every real file.
+    Names starting with ``.`` are skipped, among them the ``._name`` AppleDouble files that
+    archives made on macOS contain next to every real file, and so is every ``__MACOSX`` folder
+    (the copies of the resource forks that such archives hold).
     """
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if not name.startswith("."):
-                yield Path(folder) / name
+    for folder, _, files in walk_dirs(root):
+        for name in files:
+            yield folder / name
 
 
 def find_files(root: Path, pattern: str) -> list[tuple[Path, re.Match[str]]]:
@@ -242,16 +262,16 @@ def describe_codes(codes: Mapping[int, int]) -> str:
 def load_nifti_raw(path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Load a raw-download NIfTI as ``(array, affine)``; a 4D file with one volume is squeezed.
 
+    Reading is bounded by :func:`tcsa_uda.data.io.read_nifti` (header checked against the file
+    size and the memory budget, gzip decompressed no further than the header claims).
+
     Raises:
+        VolumeSizeError: the header claims more than the file holds or than the budget.
         DatasetError: unreadable file or not 3D (the message names the file).
     """
-    try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # nibabel raises many types for corrupt files
-        raise DatasetError(f"{path}: cannot read the {what} as NIfTI ({type(exc).__name__}: {exc}).") from exc
+    data, affine, _ = read_nifti(path, what)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise DatasetError(f"{path}: expected a 3D {what}, found shape {data.shape}.")
-    return np.asarray(data), np.asarray(img.affine, dtype=np.float64)
+    return np.asarray(data), affine

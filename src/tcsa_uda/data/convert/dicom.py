@@ -6,7 +6,9 @@ InstanceNumber. The voxel-to-patient affine follows DICOM PS3.3 C.7.6.2.1.1: vox
 = (column, row, slice) sits at ``IPP_0 + i * dc * X + j * dr * Y + k * step``, with ``X``/``Y``
 the row/column direction cosines, ``(dr, dc)`` = PixelSpacing and ``step`` the mean vector between
 consecutive slice positions. DICOM patient space is LPS; the returned affine is RAS (x and y
-negated), as NIfTI expects.
+negated), as NIfTI expects. A step between two slices that differs from the median step by more
+than :data:`SLICE_GAP_RTOL` (a missing slice leaves a gap of twice the median) is an error: one
+step cannot describe such a series.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ ORIENTATION_ATOL = 1e-4
 """Largest difference allowed between the ImageOrientationPatient of two slices of a series."""
 SPACING_RTOL = 0.01
 """Relative spread of slice distances above which the series is reported as unevenly spaced."""
+SLICE_GAP_RTOL = 0.2
+"""Largest relative deviation of one slice step from the median step. A larger step is a gap (a
+missing slice gives twice the median), a smaller one an extra slice or a second acquisition;
+either makes the series an error instead of a volume stacked with the mean step."""
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -87,6 +93,41 @@ def _pixels(ds: Any, path: Path) -> np.ndarray:
     return arr
 
 
+def _check_gaps(dist: np.ndarray, positions: Sequence[tuple[float, np.ndarray, Path, Any]], what: str) -> None:
+    """Refuse a step between consecutive slices that differs from the median step by more than
+    :data:`SLICE_GAP_RTOL` (the largest gap is named first, then the smallest step).
+
+    Args:
+        dist: (S - 1,) distances between consecutive slice positions along the normal, in mm.
+        positions: ``(position, IPP, file, header)`` of the S slices, sorted by position.
+        what: the series' name in messages.
+
+    Raises:
+        DatasetError: naming the series, the two slices (index, file, position) and the steps.
+    """
+    if dist.size < 2:
+        return
+    median = float(np.median(dist))
+    wide = np.flatnonzero(dist > median * (1.0 + SLICE_GAP_RTOL))
+    narrow = np.flatnonzero(dist < median * (1.0 - SLICE_GAP_RTOL))
+    if wide.size:
+        k = int(wide[dist[wide].argmax()])
+        kind = "a gap"
+        hint = "a slice is probably missing; add the missing file(s) or exclude the series"
+    elif narrow.size:
+        k = int(narrow[dist[narrow].argmin()])
+        kind = "a short step"
+        hint = "an extra slice or a second acquisition is mixed in; keep one series only"
+    else:
+        return
+    a, b = positions[k], positions[k + 1]
+    raise DatasetError(
+        f"{what}: expected evenly spaced slices (median step {median:.3f} mm along the slice normal), found {kind} of "
+        f"{dist[k]:.3f} mm ({dist[k] / median:.2f} x the median) between slice {k} ({a[2].name}, at {a[0]:.3f} mm) "
+        f"and slice {k + 1} ({b[2].name}, at {b[0]:.3f} mm); {hint}."
+    )
+
+
 def read_dicom_series(files: Sequence[Path], what: str) -> DicomSeries:
     """Read the slices of one series into a volume, sorted along the slice normal.
 
@@ -99,7 +140,8 @@ def read_dicom_series(files: Sequence[Path], what: str) -> DicomSeries:
 
     Raises:
         DatasetError: no file, several series mixed, inconsistent orientation or slice size,
-            two slices at the same position, or a missing geometry attribute.
+            two slices at the same position, a slice step that differs from the median step by
+            more than :data:`SLICE_GAP_RTOL` (a missing slice), or a missing geometry attribute.
     """
     if not files:
         raise DatasetError(f"{what}: expected DICOM slice files, found none.")
@@ -136,6 +178,7 @@ def read_dicom_series(files: Sequence[Path], what: str) -> DicomSeries:
             "the same "
             f"position {positions[i][0]:.3f} mm along the slice normal."
         )
+    _check_gaps(dist, positions, what)
     notes: list[str] = []
     if dist.size > 1 and (dist.max() - dist.min()) > SPACING_RTOL * dist.mean():
         notes.append(f"{what}: uneven slice spacing ({dist.min():.3f} to {dist.max():.3f} mm); the mean step is used")

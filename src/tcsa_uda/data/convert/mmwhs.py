@@ -8,7 +8,9 @@ file name decides its modality).
 Output: domains ``CT`` and ``MR``; classes 1 myocardium (code 205), 2 left atrium blood cavity
 (420), 3 left ventricle blood cavity (500), 4 ascending aorta (820), the training ids of the SIFA
 line (docs/protocols.md); every other code (550 RV, 600 RA, 850 pulmonary artery) is
-background. Split: test CT 1003, 1008, 1014, 1019 and MR 1007, 1009, 1018, 1019; the other
+background. The raw code 421, found for the left atrium in one MR label file of the download,
+is mapped to the left atrium too and listed in ``summary.json`` (``remapped_codes``) with its
+file. Split: test CT 1003, 1008, 1014, 1019 and MR 1007, 1009, 1018, 1019; the other
 labelled volumes train, with a small seeded val subset (:func:`~.common.carve_val`).
 
 Crop (optional, ``crop_margin_mm``): every volume is cut to the bounding box of its labelled
@@ -24,6 +26,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from tcsa_uda.data.convert.common import (
@@ -52,6 +55,9 @@ CLASS_NAMES: tuple[str, ...] = (
 )
 LABEL_CODES: dict[int, int] = {205: 1, 420: 2, 500: 3, 820: 4}
 """MM-WHS raw code -> class id (the SIFA line's 1 MYO, 2 LAC, 3 LVC, 4 AA)."""
+CODE_ALIASES: dict[int, int] = {421: 420}
+"""Raw codes found in the download for a documented code: 421 marks the left atrium blood cavity
+in one MR label file. Mapped like the code they stand for and reported in ``remapped_codes``."""
 BACKGROUND_CODES: tuple[int, ...] = (550, 600, 850)
 """Right ventricle, right atrium, pulmonary artery: expected, mapped to background."""
 TEST_IDS: dict[str, tuple[str, ...]] = {"CT": ("1003", "1008", "1014", "1019"), "MR": ("1007", "1009", "1018", "1019")}
@@ -125,8 +131,9 @@ def convert_mmwhs(
 
     Raises:
         MissingPathError: a folder does not exist, or a literature test case is missing.
-        DatasetError: unreadable files, image/label shape mismatch, duplicate files, or the
-            output fails verification.
+        DatasetError: an unreadable or mismatched test case, duplicate files, or the output
+            fails verification. The same fault in a training case skips it with a note
+            (``skipped_cases`` in the summary).
     """
     folders = {"CT": require_dir(ct, "--ct folder"), "MR": require_dir(mr, "--mr folder")}
     writer = DatasetWriter(
@@ -172,18 +179,37 @@ def convert_mmwhs(
         for cid in sorted(complete, key=natural_key):
             split = "test" if cid in TEST_IDS[domain] else "val" if cid in val else "train"
             jobs.append((domain, cid, split, cases[cid]))
+    mapping = {**LABEL_CODES, **{alias: LABEL_CODES[code] for alias, code in CODE_ALIASES.items()}}
     for domain, cid, split, files in tqdm(jobs, desc="convert mmwhs", unit="case", disable=not progress):
-        image = load_nifti_raw(files["image"], "image")
-        label = load_nifti_raw(files["label"], "label")
-        check_same_grid(image, label, files["image"], files["label"], writer)
-        ids, unexpected = map_codes(label[0], LABEL_CODES, BACKGROUND_CODES)
-        if unexpected:
-            writer.note(f"{files['label']}: unexpected label code(s) {describe_codes(unexpected)} mapped to background")
-        img, affine = to_ras(image[0], image[1])
-        lab, _ = to_ras(ids, image[1])
-        if crop_margin_mm is not None:
-            heart, _ = to_ras(label[0] != 0, image[1])
-            box, affine = foreground_box(heart, affine, crop_margin_mm)
-            img, lab = img[box], lab[box]
-        writer.add(domain, cid, split, img, affine, lab, source=str(files["image"]))
+        with writer.case_faults(domain, cid, split):
+            _convert_case(writer, domain, cid, split, files, mapping, crop_margin_mm)
     return writer.finish()
+
+
+def _convert_case(
+    writer: DatasetWriter,
+    domain: str,
+    cid: str,
+    split: str,
+    files: dict[str, Path],
+    mapping: dict[int, int],
+    crop_margin_mm: float | None,
+) -> None:
+    """Read, map, reorient (and crop) one case and add it to ``writer``."""
+    image = load_nifti_raw(files["image"], "image")
+    label = load_nifti_raw(files["label"], "label")
+    check_same_grid(image, label, files["image"], files["label"], writer)
+    ids, unexpected = map_codes(label[0], mapping, BACKGROUND_CODES)
+    if unexpected:
+        writer.note(f"{files['label']}: unexpected label code(s) {describe_codes(unexpected)} mapped to background")
+    for alias, code in CODE_ALIASES.items():
+        n = int(np.count_nonzero(label[0] == alias))
+        if n:
+            writer.remap(files["label"], alias, LABEL_CODES[code], n, f"MM-WHS variant of code {code}")
+    img, affine = to_ras(image[0], image[1])
+    lab, _ = to_ras(ids, image[1])
+    if crop_margin_mm is not None:
+        heart, _ = to_ras(label[0] != 0, image[1])
+        box, affine = foreground_box(heart, affine, crop_margin_mm)
+        img, lab = img[box], lab[box]
+    writer.add(domain, cid, split, img, affine, lab, source=str(files["image"]))

@@ -4,12 +4,20 @@
 ``dataset.json`` in the contract of :mod:`tcsa_uda.data.contract` and ``split.json``, runs
 :func:`tcsa_uda.data.verify.verify_dataset` on the folder and writes ``summary.json``. A
 conversion whose output fails verification raises :class:`DatasetError`.
+
+Faults: a converter wraps the reading of each case in :meth:`DatasetWriter.case_faults`. A
+user-facing error (:class:`~tcsa_uda.errors.TcsaUdaError`: unreadable DICOM series or NIfTI,
+mismatched label, ...) in a training or validation case skips that case with a note (listed in
+``summary.json`` under ``skipped_cases``); in a test case it stops the conversion, since the
+published split cannot be reproduced without it. Raw label codes that a converter maps to a class
+under another code than the documented one are listed under ``remapped_codes`` with their file.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +30,7 @@ from tcsa_uda.data.convert.common import image_dtype
 from tcsa_uda.data.convert.splits import SPLIT_FILE, write_split_file
 from tcsa_uda.data.io import save_nifti
 from tcsa_uda.data.verify import VerifyReport, verify_dataset
-from tcsa_uda.errors import DatasetError
+from tcsa_uda.errors import DatasetError, TcsaUdaError
 
 SUMMARY_FILE = "summary.json"
 
@@ -104,6 +112,8 @@ class DatasetWriter:
     seed: int = 0
     intensity_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    remapped: list[dict[str, Any]] = field(default_factory=list)
     _cases: dict[str, list[CaseSpec]] = field(default_factory=dict, init=False, repr=False)
     _records: list[CaseRecord] = field(default_factory=list, init=False, repr=False)
 
@@ -115,6 +125,39 @@ class DatasetWriter:
     def note(self, message: str) -> None:
         """Record a non-fatal finding (missing case, unexpected code, ...) for the summary."""
         self.notes.append(message)
+
+    def skip(self, domain: str, case_id: str, split: str, reason: str) -> None:
+        """Record that a case was left out (a note and an entry of ``skipped_cases``)."""
+        self.skipped.append({"domain": domain, "id": case_id, "split": split, "reason": reason})
+        self.note(f"{domain} {split} case {case_id} skipped: {reason}")
+
+    def remap(self, file: str | Path, code: int, class_id: int, voxels: int, reason: str) -> None:
+        """Record that raw ``code`` of ``file`` was mapped to ``class_id`` (``remapped_codes`` and a note)."""
+        name = self.class_names[class_id]
+        self.remapped.append(
+            {"file": str(file), "code": int(code), "class_id": int(class_id), "class": name, "voxels": int(voxels)}
+        )
+        self.note(f"{file}: raw code {code} ({voxels} voxels) remapped to {class_id} {name!r} ({reason})")
+
+    @contextmanager
+    def case_faults(self, domain: str, case_id: str, split: str) -> Iterator[None]:
+        """Turn a user-facing error while converting one case into a skipped case, except for test cases.
+
+        Use as ``with writer.case_faults(domain, cid, split): ...`` around reading and adding one
+        case; the loop then continues with the next case.
+
+        Raises:
+            TcsaUdaError: the error of a ``test`` case, prefixed with the domain and case id (same
+                class, one line).
+        """
+        try:
+            yield
+        except TcsaUdaError as exc:
+            if split == "test":
+                raise type(exc)(
+                    f"{domain} test case {case_id} (part of the literature split, cannot be skipped): {exc}"
+                ) from exc
+            self.skip(domain, case_id, split, str(exc))
 
     def add(
         self,
@@ -149,12 +192,8 @@ class DatasetWriter:
             raise DatasetError(f"{source}: case id {case_id!r} appears twice in domain {domain!r}.")
         if image.ndim != 3:
             raise DatasetError(f"{source}: expected a 3D image, found shape {image.shape}.")
-        stem = f"{safe_name(domain)}/{safe_name(case_id)}"
-        image_rel = f"{stem}_image.nii.gz"
-        save_nifti(self.out / image_rel, image_dtype(np.asarray(image)), affine)
-        label_rel: str | None = None
-        voxels: list[int] | None = None
-        if label is not None:
+        ids: np.ndarray | None = None
+        if label is not None:  # checked before anything is written: a refused case leaves no file
             if label.shape != image.shape:
                 raise DatasetError(
                     f"{source}: expected the label shape to equal the image shape {image.shape}, found {label.shape}."
@@ -166,9 +205,15 @@ class DatasetWriter:
                     f"{ids.max()}]."
                 )
             ids = ids.astype(np.uint8)
+        stem = f"{safe_name(domain)}/{safe_name(case_id)}"
+        image_rel = f"{stem}_image.nii.gz"
+        save_nifti(self.out / image_rel, image_dtype(np.asarray(image)), affine)
+        label_rel: str | None = None
+        voxels: list[int] | None = None
+        if ids is not None:
             voxels = np.bincount(ids.ravel(), minlength=len(self.class_names)).tolist()
             label_rel = f"{stem}_label.nii.gz"
-            save_nifti(self.out / label_rel, ids, affine)
+            save_nifti(self.out / label_rel, ids, affine, kind="label")
         spacing = tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
         self._cases[domain].append(CaseSpec(id=case_id, image=image_rel, split=split, label=label_rel))
         self._records.append(CaseRecord(domain, case_id, split, tuple(image.shape), spacing, voxels, source))
@@ -221,7 +266,8 @@ class DatasetWriter:
         for d, modality in self.modalities.items():
             records = [r for r in self._records if r.domain == d]
             labelled = [r for r in records if r.voxels is not None]
-            totals = np.sum([r.voxels for r in labelled], axis=0).tolist() if labelled else [0] * len(self.class_names)
+            counts = [r.voxels for r in labelled if r.voxels is not None]
+            totals = np.sum(counts, axis=0).tolist() if counts else [0] * len(self.class_names)
             domains[d] = {
                 "modality": modality,
                 "cases": {s: sum(r.split == s for r in records) for s in SPLITS},
@@ -236,6 +282,8 @@ class DatasetWriter:
             "seed": self.seed,
             "domains": domains,
             "notes": list(self.notes),
+            "skipped_cases": list(self.skipped),
+            "remapped_codes": list(self.remapped),
             "verify": {
                 "ok": report.ok,
                 "problems": [str(p) for p in report.problems],

@@ -327,6 +327,7 @@ def predict_paths(
             flip,
             keep_probabilities=probabilities,
             what=what,
+            domain=domain,
         )
         save_nifti(labels_path, pred.labels, vol.affine, vol.header, kind="label")
         if prob_path is not None and pred.probabilities is not None:

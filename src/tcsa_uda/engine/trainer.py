@@ -197,7 +197,9 @@ def _run_stage(
     optimizers = method.build_optimizers()
     loaders = inputs.make_loaders(seed=cfg.seed + 7919 * k + 104729 * dist_info.rank, uses_target=method.uses_target)
     selector = (
-        Selector.build(cfg.selection, inputs.index, cfg.data.source, cfg.data.target) if dist_info.is_main else None
+        Selector.build(cfg.selection, inputs.index, cfg.data.source, cfg.data.target, cfg.model.input_encoding)
+        if dist_info.is_main
+        else None
     )
     start = 0
     if resume and (sdir / LAST).is_file():

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tcsa_uda.data.encoding import InputEncoding, input_encoding_of
 from tcsa_uda.engine.checkpoint import CheckpointError, load_checkpoint
 from tcsa_uda.errors import ConfigError, MissingPathError
 from tcsa_uda.evaluation.inference import PreprocessingSettings
@@ -60,6 +61,15 @@ class LoadedModel:
         """The target domain of training, when recorded."""
         value = self.checkpoint.get("target")
         return None if value is None else str(value)
+
+    @property
+    def input_encoding(self) -> InputEncoding:
+        """How slices become the network's input (``grey`` for checkpoints that do not record it).
+
+        Raises:
+            ConfigError: the checkpoint records an unknown encoding.
+        """
+        return input_encoding_of(self.checkpoint, str(self.path or "checkpoint"))
 
     @property
     def preprocessing(self) -> PreprocessingSettings:

@@ -201,6 +201,14 @@ def test_refuses_missing_unexpected_and_misshaped_keys(release_state, network) -
     assert "\n" not in msg
 
 
+def test_refuses_a_wrong_dtype_and_a_wrong_text_shape(release_state, network) -> None:
+    state = {**release_state, "MHA.fc.bias": torch.zeros(256, dtype=torch.int64), TEXT_KEY: torch.zeros(2, 4, 512)}
+    with pytest.raises(CheckpointError) as info:
+        map_release_state(state, network)
+    assert "MHA.fc.bias (expected dtype torch.float32, found torch.int64)" in str(info.value)
+    assert "organ_embedding (expected [2, 5, 512] float, found [2, 4, 512] torch.float32)" in str(info.value)
+
+
 def test_refuses_non_tensor_values(release_state, network) -> None:
     with pytest.raises(CheckpointError, match=r"expected a state dict of tensors, found other values: epoch \(int\)"):
         map_release_state({**release_state, "epoch": 3}, network)

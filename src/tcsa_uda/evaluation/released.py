@@ -212,8 +212,8 @@ def map_release_state(
     ignored: list[str] = []
     for key, value in state.items():
         if key == TEXT_KEY:
-            if _shape(value) != text_shape:
-                misshaped.append(f"{key} (expected {text_shape}, found {_shape(value)})")
+            if _shape(value) != text_shape or not value.is_floating_point():
+                misshaped.append(f"{key} (expected {text_shape} float, found {_shape(value)} {value.dtype})")
             continue
         if key.split(".", 1)[0] in UNUSED_MODULES:
             ignored.append(key)
@@ -223,6 +223,8 @@ def map_release_state(
             unexpected.append(f"{key} (found {_shape(value)})")
         elif _shape(value) != _shape(expected[target]):
             misshaped.append(f"{key} (expected {_shape(expected[target])}, found {_shape(value)})")
+        elif value.is_floating_point() != expected[target].is_floating_point():
+            misshaped.append(f"{key} (expected dtype {expected[target].dtype}, found {value.dtype})")
         else:
             mapped[target] = value.detach().to(dtype=expected[target].dtype, device="cpu")
     if TEXT_KEY not in state:

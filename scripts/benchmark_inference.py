@@ -3,10 +3,12 @@
 Usage:
     python scripts/benchmark_inference.py [--model deeplabv2_r101] [--size 256] [--depth 32] [--batch 32]
         [--classes 5] [--text-dim 512] [--repeats 2] [--warmup 1] [--device auto|cpu|cuda] [--threads N]
+        [--encoding caffe_bgr|grey]
 
 Defaults: the released MM-WHS evaluation (docs/reproduce.md, "Paper numbers from the released
-checkpoints"): DeepLab-v2 ResNet-101 at output stride 8 with the TCSA head, 256 x 256 slices in
-batches of 32, 4 classes + background, CLIP-sized text embeddings. One "volume" is ``--depth``
+checkpoints"): DeepLab-v2 ResNet-101 at output stride 8 with the TCSA head in its ``released``
+variant, 256 x 256 slices in batches of 32, 4 classes + background, CLIP-sized text embeddings,
+the ``caffe_bgr`` input encoding. One "volume" is ``--depth``
 random slices through :func:`tcsa_uda.models.inference.predict_slices` (three channels, main
 logits upsampled to the slice size, softmax), the path ``tcsa-uda evaluate`` takes; mapping
 back to the original grid and the metrics are not included. ``warmup`` untimed volumes, then
@@ -40,6 +42,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--encoding", default="caffe_bgr", choices=["caffe_bgr", "grey"], help="network input encoding")
     args = p.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0 or args.depth < 1 or args.batch < 1:
         p.error("--repeats, --depth and --batch must be >= 1 and --warmup >= 0")
@@ -52,7 +55,7 @@ def main(argv: list[str]) -> None:
             p.error("--device cuda: no CUDA device is available")
         device = torch.device(args.device)
     torch.manual_seed(0)
-    model = build_segmenter(args.model, args.classes, args.text_dim).to(device).eval()
+    model = build_segmenter(args.model, args.classes, args.text_dim, variant="released").to(device).eval()
     text = torch.randn(args.classes, args.text_dim, device=device)
     volume = np.random.default_rng(0).uniform(-1.0, 1.0, (args.depth, args.size, args.size)).astype(np.float32)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -61,13 +64,13 @@ def main(argv: list[str]) -> None:
         f"{args.classes} classes, text dim {args.text_dim}, torch {torch.__version__}, {where}"
     )
     for _ in range(args.warmup):
-        predict_slices(model, volume, text, batch_size=args.batch)
+        predict_slices(model, volume, text, batch_size=args.batch, encoding=args.encoding)
     times = []
     for _ in range(args.repeats):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        predict_slices(model, volume, text, batch_size=args.batch)
+        predict_slices(model, volume, text, batch_size=args.batch, encoding=args.encoding)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)

@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "convert",
     "report",
     "bench",
+    "import_released",
 )
 
 for _name in COMMAND_MODULES:

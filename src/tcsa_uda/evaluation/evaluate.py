@@ -136,8 +136,9 @@ def evaluate_domain(
         prepared = case.prepared
         if prepared is None:
             raise DatasetError(f"case {case.id}: no prepared slices in {index.root}.")
+        image = np.asarray(prepared.load_image())
         labels = predict_stack(
-            loaded.model, np.asarray(prepared.load_image()), prepared.geometry, text, batch_size, flip
+            loaded.model, image, prepared.geometry, text, batch_size, flip, encoding=loaded.input_encoding
         ).labels
         labels, tails[case.id] = apply_tail_policy(labels, prepared.geometry.axis, settings.tail_policy)
         return labels
@@ -182,7 +183,16 @@ def evaluate_dataset(
             raise MissingPathError(f"case {case.id}: no image path to predict from.")
         image = load_nifti(case.image, channel=case.channel, what="image")
         pred = predict_volume(
-            loaded.model, image.array, image.affine, text, prep, batch_size, flip, what=str(case.image), domain=domain
+            loaded.model,
+            image.array,
+            image.affine,
+            text,
+            prep,
+            batch_size,
+            flip,
+            what=str(case.image),
+            domain=domain,
+            encoding=loaded.input_encoding,
         )
         labels, tails[case.id] = apply_tail_policy(pred.labels, pred.geometry.axis, settings.tail_policy)
         return labels
@@ -397,6 +407,7 @@ def run_evaluation(
             "source": ck.get("source"),
             "target": ck.get("target"),
             "preprocessing": loaded.preprocessing.to_dict(),
+            "input_encoding": loaded.input_encoding,
         }
         meta.update({"flip": flip, "batch_size": batch_size})
     acc.meta = {**meta, **acc.meta, "settings": settings.to_dict(), "model_selection": model_selection, "ddof": 0}

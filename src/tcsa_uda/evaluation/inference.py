@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
+from tcsa_uda.data.encoding import InputEncoding
 from tcsa_uda.data.geometry import (
     SliceGeometry,
     image_to_slices,
@@ -153,6 +154,8 @@ def predict_stack(
     batch_size: int = 16,
     flip: bool = False,
     keep_probabilities: bool = False,
+    *,
+    encoding: InputEncoding,
 ) -> VolumePrediction:
     """Predict every slice of a prepared stack and map it back onto the original grid.
 
@@ -164,6 +167,7 @@ def predict_stack(
         batch_size: slices per forward pass; the last batch may be smaller, none is dropped.
         flip: horizontal-flip test-time augmentation.
         keep_probabilities: also return the (C, X, Y, Z) probabilities on the original grid.
+        encoding: the model's input encoding (``LoadedModel.input_encoding``).
 
     Raises:
         DatasetError: the stack does not match ``geometry``.
@@ -177,7 +181,9 @@ def predict_stack(
     labels: np.ndarray | None = None
     probs: np.ndarray | None = None
     for start in range(0, n, batch_size):
-        p = predict_slices(model, slices[start : start + batch_size], text, batch_size=batch_size, flip=flip)
+        p = predict_slices(
+            model, slices[start : start + batch_size], text, batch_size=batch_size, flip=flip, encoding=encoding
+        )
         b, c = p.shape[:2]
         chunk = _chunk_geometry(geometry, b)
         vol = np.moveaxis(slices_to_volume(p, chunk), 1 + geometry.axis, 1)  # (C, b, H, W)
@@ -217,6 +223,8 @@ def predict_volume(
     keep_probabilities: bool = False,
     what: str = "image",
     domain: str | None = None,
+    *,
+    encoding: InputEncoding,
 ) -> VolumePrediction:
     """Preprocess a raw image volume as ``prepare`` does, predict it and map back to its grid.
 
@@ -231,6 +239,7 @@ def predict_volume(
         keep_probabilities: also return the (C, X, Y, Z) probabilities.
         what: the image's name (file path) in error messages.
         domain: the image's domain; picks its intensity range under ``fixed`` normalisation.
+        encoding: the model's input encoding (``LoadedModel.input_encoding``).
 
     Raises:
         DatasetError: the image is not 3D, not finite, or its affine does not fix the axis.
@@ -242,14 +251,21 @@ def predict_volume(
     axis = resolve_axis(affine, settings.axis, what=what)
     geometry = make_geometry(normalised.shape, axis, settings.size)
     slices = image_to_slices(normalised, geometry)  # (S, size, size)
-    return predict_stack(model, slices, geometry, text, batch_size, flip, keep_probabilities)
+    return predict_stack(model, slices, geometry, text, batch_size, flip, keep_probabilities, encoding=encoding)
 
 
 def predict_case(
-    model: nn.Module, case: PreparedCase, text: Tensor, batch_size: int = 16, flip: bool = False
+    model: nn.Module,
+    case: PreparedCase,
+    text: Tensor,
+    batch_size: int = 16,
+    flip: bool = False,
+    *,
+    encoding: InputEncoding,
 ) -> np.ndarray:
     """Label map of one prepared case on its ORIGINAL voxel grid, (X, Y, Z) uint8."""
-    return predict_stack(model, np.asarray(case.load_image()), case.geometry, text, batch_size, flip).labels
+    image = np.asarray(case.load_image())
+    return predict_stack(model, image, case.geometry, text, batch_size, flip, encoding=encoding).labels
 
 
 def original_label_volume(index: PreparedIndex, case: PreparedCase) -> Volume:

@@ -328,6 +328,7 @@ def predict_paths(
             keep_probabilities=probabilities,
             what=what,
             domain=domain,
+            encoding=loaded.input_encoding,
         )
         save_nifti(labels_path, pred.labels, vol.affine, vol.header, kind="label")
         if prob_path is not None and pred.probabilities is not None:
@@ -342,6 +343,7 @@ def predict_paths(
             "domain": domain,
             "class_names": {str(i): n for i, n in enumerate(loaded.class_names)},
             "preprocessing": settings.to_dict(),
+            "input_encoding": loaded.input_encoding,
             "flip": flip,
             "batch_size": batch_size,
             "probabilities": probabilities,

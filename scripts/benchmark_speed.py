@@ -255,7 +255,7 @@ def inference_cell(
 
     def one() -> None:
         with autocast(perf.name, device):
-            predict_slices(forward, slices, text, batch_size=n)
+            predict_slices(forward, slices, text, batch_size=n, encoding="grey")
 
     flops: float | None = None
     if count_flops:

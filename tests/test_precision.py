@@ -13,7 +13,7 @@ from tcsa_uda.losses.adversarial import bce_with_domain, discriminator_input, se
 from tcsa_uda.losses.entropy import entropy_map
 from tcsa_uda.losses.prototype import batch_centroids, prototype_alignment_loss
 from tcsa_uda.losses.segmentation import _dice, _weighted_ce
-from tcsa_uda.losses.vision_language import covariance_cosine_loss
+from tcsa_uda.losses.vision_language import VLCovarianceLoss, covariance_cosine_loss
 from tcsa_uda.precision import MixedPrecision, autocast, float32, resolve_precision
 
 CPU = torch.device("cpu")
@@ -75,6 +75,9 @@ LOSSES: dict[str, Callable[[], Tensor]] = {
     "gram_matrices": lambda: covariance_cosine_loss(_features()[0, :, :4, 0].t(), _features()[1, :, :4, 0].t()),
     "batch_centroids": lambda: batch_centroids(_features(), _labels(), 4)[0],
     "prototype_alignment": lambda: prototype_alignment_loss(_features()[0, :, :4, 0], _features()[1, :, :4, 0]),
+    "vl_released_bank": lambda: VLCovarianceLoss(4, 16, mode="released")(
+        _features(), _labels(), _features()[0, :, :4, 0].t()
+    ),
 }
 
 

@@ -195,7 +195,10 @@ def write_figure(path: Path, models: dict[str, LoadedModel], index: PreparedInde
     fg = [s for s in range(lab.shape[0]) if lab[s].any()]
     picks = [fg[int(i)] for i in np.linspace(0, len(fg) - 1, n)] if fg else list(range(n))
     names = {"source_only": "source-only", "tcsa": "TCSA-UDA"}
-    preds = {names[m]: predict_slices(lm.model, img[picks], lm.text_for(domain)).argmax(1) for m, lm in models.items()}
+    preds = {
+        names[m]: predict_slices(lm.model, img[picks], lm.text_for(domain), encoding=lm.input_encoding).argmax(1)
+        for m, lm in models.items()
+    }
     plot_overlays(
         img[picks],
         lab[picks],

@@ -20,6 +20,11 @@ from tcsa_uda.precision import PrecisionOption
 
 Fidelity = Literal["paper", "released"]
 
+InputEncoding = Literal["grey", "caffe_bgr"]
+"""How a normalised grey slice in [-1, 1] becomes the network's 3-channel input
+(:mod:`tcsa_uda.data.encoding`): ``grey`` repeats it; ``caffe_bgr`` is the authors' released
+pipeline (scale to [0, 255], BGR order, minus the Caffe ImageNet mean)."""
+
 Criterion = Literal["last", "source_val_dice", "target_entropy", "target_aux_agreement", "oracle"]
 #: +1 when a larger score is better, -1 when a smaller one is
 CRITERION_DIRECTION: dict[str, int] = {
@@ -104,12 +109,17 @@ class ModelConfig:
         weights: optional local file of backbone weights (no downloads).
         base_width: width of the light backbone (light model only).
         disc_width: first-layer channels of the PatchGAN discriminators (paper: 64).
+        input_encoding: how a normalised slice becomes the network input (``grey``: the value
+            repeated to 3 channels; ``caffe_bgr``: the released code's ``(x + 1) * 127.5`` in BGR
+            order minus the Caffe mean, needed with ImageNet weights of the DeepLab release);
+            recorded in checkpoints and applied by evaluate, predict and report.
     """
 
     name: str = "deeplabv2_r101"
     weights: str | None = None
     base_width: int | None = None
     disc_width: int = 64
+    input_encoding: InputEncoding = "grey"
 
 
 @dataclass

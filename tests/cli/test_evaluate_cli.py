@@ -119,6 +119,7 @@ def test_evaluate_run_writes_csv_json_md_tex_and_reproduces_evaluate_domain(tiny
         "assd_variant": "pooled",
         "empty_policy": "nan",
         "parity": None,
+        "tail_policy": "none",
     }
     assert data["summary"]["n_cases"] == len(test_ids)
     assert data["meta"]["batch_size"] == 16 and data["meta"]["precision"] == "fp32"  # auto on CPU

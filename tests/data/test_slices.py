@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from tcsa_uda.data.encoding import encode_slices
 from tcsa_uda.data.prepare import prepare_dataset
 from tcsa_uda.data.prepared import PreparedIndex
-from tcsa_uda.data.slices import SliceDataset, to_three_channels
-from tcsa_uda.errors import DatasetError
+from tcsa_uda.data.slices import SliceDataset
+from tcsa_uda.errors import ConfigError, DatasetError
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def _mk(path: Path) -> Path:
 
 
 def test_items_have_three_equal_channels_and_exact_labels(index: PreparedIndex) -> None:
-    ds = SliceDataset(index, "ct", split=("train", "val"))
+    ds = SliceDataset(index, "ct", split=("train", "val"), encoding="grey")
     assert len(ds) == 5
     assert [(it["case"], it["slice"]) for it in (ds[i] for i in range(5))] == [
         ("a", 0),
@@ -71,24 +72,24 @@ def test_items_have_three_equal_channels_and_exact_labels(index: PreparedIndex) 
 
 
 def test_default_split_is_train(index: PreparedIndex) -> None:
-    assert {SliceDataset(index, "ct")[i]["case"] for i in range(3)} == {"a"}
-    assert len(SliceDataset(index, "ct")) == 3
+    assert {SliceDataset(index, "ct", encoding="grey")[i]["case"] for i in range(3)} == {"a"}
+    assert len(SliceDataset(index, "ct", encoding="grey")) == 3
 
 
 def test_labels_of_an_unlabelled_case_are_an_error_naming_it(index: PreparedIndex) -> None:
     with pytest.raises(DatasetError, match=r"case\(s\) u of domain 'mr'"):
-        SliceDataset(index, "mr", with_labels=True)
-    item = SliceDataset(index, "mr", with_labels=False)[3]
+        SliceDataset(index, "mr", with_labels=True, encoding="grey")
+    item = SliceDataset(index, "mr", with_labels=False, encoding="grey")[3]
     assert set(item) == {"image", "case", "slice"} and item["slice"] == 3
 
 
 def test_an_empty_selection_is_an_error(index: PreparedIndex) -> None:
     with pytest.raises(DatasetError, match="no prepared case in split 'test'"):
-        SliceDataset(index, "ct", split="test")
+        SliceDataset(index, "ct", split="test", encoding="grey")
 
 
 def test_dataset_pickles_without_its_memory_maps(index: PreparedIndex) -> None:
-    ds = SliceDataset(index, "ct")
+    ds = SliceDataset(index, "ct", encoding="grey")
     first = ds[0]
     assert ds._images  # opened lazily on first access
     clone = pickle.loads(pickle.dumps(ds))
@@ -99,12 +100,16 @@ def test_dataset_pickles_without_its_memory_maps(index: PreparedIndex) -> None:
 def test_prepared_case_stacks_and_the_unlabelled_error(index: PreparedIndex) -> None:
     case = index.case("ct", "a")
     assert case.load_image().shape == (3, 4, 4) and case.load_image().dtype == np.float32
-    assert to_three_channels(case.load_image()).shape == (3, 3, 4, 4)
+    assert encode_slices(case.load_image(), "grey").shape == (3, 3, 4, 4)
     assert case.load_label().shape == (3, 4, 4)
     with pytest.raises(DatasetError, match="mr/u is unlabelled"):
         index.case("mr", "u").load_label()
 
 
-def test_to_three_channels_shapes() -> None:
-    assert to_three_channels(np.zeros((5, 6), dtype=np.float32)).shape == (3, 5, 6)
-    assert to_three_channels(np.zeros((2, 5, 6), dtype=np.float32)).shape == (2, 3, 5, 6)
+def test_dataset_serves_the_encoded_image(index: PreparedIndex) -> None:
+    grey = SliceDataset(index, "ct", encoding="grey")[0]["image"]
+    caffe = SliceDataset(index, "ct", encoding="caffe_bgr")[0]["image"]
+    torch.testing.assert_close(caffe, encode_slices(grey[0], "caffe_bgr"))
+    assert not torch.allclose(caffe, grey)
+    with pytest.raises(ConfigError, match="SliceDataset encoding: expected one of grey, caffe_bgr, found 'rgb'"):
+        SliceDataset(index, "ct", encoding="rgb")  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from tcsa_uda.train_config import SelectionConfig
 
 
 def _selector(criterion: str) -> Selector:
-    return Selector(cfg=SelectionConfig(criterion=criterion), source="MR", target="CT")  # type: ignore[arg-type]
+    return Selector(cfg=SelectionConfig(criterion=criterion), source="MR", target="CT", encoding="grey")  # type: ignore[arg-type]
 
 
 def test_larger_is_better_and_the_first_strict_improvement_wins() -> None:

@@ -148,3 +148,35 @@ def test_oracle_selection_is_named(tmp_path, tiny_overrides):
     train(cfg, tmp_path / "run")
     final = load_checkpoint(tmp_path / "run" / "final.pt")
     assert final["selection"]["criterion"] == "oracle"
+
+
+def test_released_run_records_variant_encoding_and_shared_bank(tmp_path, tiny_overrides, monkeypatch):
+    """fidelity=released builds the released network and BatchNorm discriminators, feeds the
+    configured input encoding, and records both so that load_model and evaluate rebuild them."""
+    import tcsa_uda.engine.trainer as trainer
+    from tcsa_uda.evaluation.model import load_model
+
+    seen: list[tuple[float, float]] = []
+    real_build = trainer.build_model
+
+    def spy_build(cfg, inputs):
+        model = real_build(cfg, inputs)
+        model.register_forward_pre_hook(lambda _m, args: seen.append((float(args[0].min()), float(args[0].max()))))
+        return model
+
+    monkeypatch.setattr(trainer, "build_model", spy_build)
+    cfg = _cfg(
+        tiny_overrides,
+        "[{method: adaoutput, iterations: 1}, {method: tcsa, iterations: 2}]",
+        ["fidelity=released", "model.input_encoding=caffe_bgr", "stages.1.options.align_start=0"],
+    )
+    res = train(cfg, tmp_path / "run")
+    assert seen and min(lo for lo, _ in seen) < -100.0 and max(hi for _, hi in seen) > 100.0  # caffe range
+    ck = load_checkpoint(res.final_checkpoint)
+    assert ck["model_kwargs"]["variant"] == "released"
+    assert ck["preprocessing"]["input_encoding"] == "caffe_bgr"
+    assert "vl.bank" in ck["method_state"]["extra"] and "vl_source.bank" not in ck["method_state"]["extra"]
+    assert any(k.endswith("running_var") for k in ck["method_state"]["discriminators"])  # BatchNorm PatchGANs
+    loaded = load_model(res.final_checkpoint)
+    assert loaded.model.variant == "released" and loaded.model.fusion.attn.activation
+    assert loaded.input_encoding == "caffe_bgr"

@@ -59,7 +59,7 @@ def _squares(left: bool = True, right: bool = True) -> tuple[np.ndarray, np.ndar
 
 def test_known_answer_each_class_lights_its_own_square():
     img, lmask, rmask = _squares()
-    res = grad_cam(HalvesModel().eval(), img[None], torch.zeros(3, 4), classes=[1, 2])
+    res = grad_cam(HalvesModel().eval(), img[None], torch.zeros(3, 4), classes=[1, 2], encoding="grey")
     assert res.maps.shape == (1, 2, H, W) and res.classes == (1, 2)
     np.testing.assert_allclose(res.maps[0, 0], lmask.astype(np.float32), atol=1e-6)
     np.testing.assert_allclose(res.maps[0, 1], rmask.astype(np.float32), atol=1e-6)
@@ -70,7 +70,7 @@ def test_known_answer_each_class_lights_its_own_square():
 
 def test_class_not_predicted_uses_whole_image_and_stays_zero():
     img, lmask, _ = _squares(right=False)
-    res = grad_cam(HalvesModel().eval(), img[None], torch.zeros(3, 4), classes=[1, 2])
+    res = grad_cam(HalvesModel().eval(), img[None], torch.zeros(3, 4), classes=[1, 2], encoding="grey")
     np.testing.assert_allclose(res.maps[0, 0], lmask.astype(np.float32), atol=1e-6)
     assert res.whole_image.tolist() == [[False, True]]
     assert np.all(res.maps[0, 1] == 0.0)  # nothing bright on the right: zero evidence, not NaN
@@ -81,8 +81,8 @@ def test_batches_are_independent_and_chunking_does_not_change_maps():
     b, _, _ = _squares(left=False)
     stack = np.stack([a, b])
     model = HalvesModel().eval()
-    whole = grad_cam(model, stack, torch.zeros(3, 4), classes=[1, 2], batch_size=2)
-    single = grad_cam(model, stack, torch.zeros(3, 4), classes=[1, 2], batch_size=1)
+    whole = grad_cam(model, stack, torch.zeros(3, 4), classes=[1, 2], batch_size=2, encoding="grey")
+    single = grad_cam(model, stack, torch.zeros(3, 4), classes=[1, 2], batch_size=1, encoding="grey")
     np.testing.assert_allclose(whole.maps, single.maps, atol=1e-6)
     assert whole.whole_image.tolist() == [[False, False], [True, False]]
 
@@ -92,7 +92,7 @@ def test_real_model_maps_in_unit_range_image_shaped_and_class_specific():
     model = build_segmenter("light", 3, 8, base_width=8).eval()
     text = torch.randn(3, 8)
     slices = np.random.default_rng(0).uniform(-1, 1, size=(2, 32, 32)).astype(np.float32)
-    res = grad_cam(model, slices, text, classes=[1, 2])
+    res = grad_cam(model, slices, text, classes=[1, 2], encoding="grey")
     assert res.maps.shape == (2, 2, 32, 32) and res.maps.dtype == np.float32
     assert res.maps.min() >= 0.0 and res.maps.max() <= 1.0
     for s in range(2):
@@ -114,4 +114,4 @@ def test_real_model_maps_in_unit_range_image_shaped_and_class_specific():
 )
 def test_bad_inputs(slices, classes, match):
     with pytest.raises(ConfigError, match=match):
-        grad_cam(HalvesModel().eval(), slices, torch.zeros(3, 4), classes=classes)
+        grad_cam(HalvesModel().eval(), slices, torch.zeros(3, 4), classes=classes, encoding="grey")

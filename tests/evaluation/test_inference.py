@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from tcsa_uda.data.geometry import image_to_slices, make_geometry, slices_to_volume
-from tcsa_uda.data.normalize import normalize_volume
+from tcsa_uda.data.normalize import NormalizationSpec, normalize_volume
 from tcsa_uda.data.prepare import prepare_dataset
 from tcsa_uda.data.prepared import load_prepared
 from tcsa_uda.errors import ConfigError, DatasetError
@@ -63,7 +63,9 @@ def test_every_slice_is_predicted_and_mapped_back_exactly(axis, batch_size):
     in_plane = [n for i, n in enumerate(vol.shape) if i != int(axis)]
     settings = PreprocessingSettings(axis=axis, size=max(in_plane), clip_percentiles=(0.5, 99.5))
     stub = ThresholdStub()
-    pred = predict_volume(stub, vol, np.eye(4), TEXT, settings, batch_size=batch_size, keep_probabilities=True)
+    pred = predict_volume(
+        stub, vol, np.eye(4), TEXT, settings, batch_size=batch_size, keep_probabilities=True, encoding="grey"
+    )
     normalised, _ = normalize_volume(vol, (0.5, 99.5))
     np.testing.assert_array_equal(pred.labels, (normalised > 0).astype(np.uint8))
     assert pred.labels.dtype == np.uint8 and pred.labels.shape == vol.shape
@@ -83,7 +85,7 @@ def test_named_axis_follows_the_oblique_affine():
     vol = _volume((6, 6, 5), seed=1)
     settings = PreprocessingSettings(axis="axial", size=6, clip_percentiles=(0.5, 99.5))
     stub = ThresholdStub()
-    pred = predict_volume(stub, vol, affine, TEXT, settings, batch_size=2)
+    pred = predict_volume(stub, vol, affine, TEXT, settings, batch_size=2, encoding="grey")
     assert pred.geometry.axis == 2
     assert sum(stub.batches) == 5
     normalised, _ = normalize_volume(vol, (0.5, 99.5))
@@ -95,10 +97,10 @@ def test_resized_stack_matches_whole_volume_mapping():
     vol = _volume((9, 7, 5), seed=2)
     settings = PreprocessingSettings(axis="2", size=4, clip_percentiles=(0.5, 99.5))
     stub = ThresholdStub()
-    pred = predict_volume(stub, vol, np.eye(4), TEXT, settings, batch_size=2, keep_probabilities=True)
+    pred = predict_volume(stub, vol, np.eye(4), TEXT, settings, batch_size=2, keep_probabilities=True, encoding="grey")
     normalised, _ = normalize_volume(vol, (0.5, 99.5))
     geometry = make_geometry(vol.shape, 2, 4)
-    probs = predict_slices(stub, image_to_slices(normalised, geometry), TEXT, batch_size=100)
+    probs = predict_slices(stub, image_to_slices(normalised, geometry), TEXT, batch_size=100, encoding="grey")
     full = slices_to_volume(probs, geometry)  # (C, X, Y, Z)
     np.testing.assert_allclose(pred.probabilities, full, atol=1e-6)
     np.testing.assert_array_equal(pred.labels, np.argmax(full, axis=0))
@@ -106,8 +108,8 @@ def test_resized_stack_matches_whole_volume_mapping():
 
 def test_flip_averages_with_the_mirrored_prediction():
     slices = np.zeros((3, 8, 8), dtype=np.float32)
-    plain = predict_slices(RampStub(), slices, TEXT, batch_size=2)
-    flipped = predict_slices(RampStub(), slices, TEXT, batch_size=2, flip=True)
+    plain = predict_slices(RampStub(), slices, TEXT, batch_size=2, encoding="grey")
+    flipped = predict_slices(RampStub(), slices, TEXT, batch_size=2, flip=True, encoding="grey")
     assert plain[0, 1, 0, -1] > 0.85 and plain[0, 1, 0, 0] < 0.15  # the ramp is visible without TTA
     np.testing.assert_allclose(flipped[:, 1], 0.5, atol=1e-6)  # sigmoid(r) and sigmoid(-r) average to 0.5
 
@@ -115,15 +117,15 @@ def test_flip_averages_with_the_mirrored_prediction():
 def test_predict_stack_rejects_a_stack_of_the_wrong_shape():
     geometry = make_geometry((4, 4, 3), 2, 4)
     with pytest.raises(DatasetError, match=r"expected a slice stack of shape \(3, 4, 4\), found \(2, 4, 4\)"):
-        predict_stack(ThresholdStub(), np.zeros((2, 4, 4), np.float32), geometry, TEXT)
+        predict_stack(ThresholdStub(), np.zeros((2, 4, 4), np.float32), geometry, TEXT, encoding="grey")
     with pytest.raises(ConfigError, match="batch_size: expected a positive integer, found 0"):
-        predict_stack(ThresholdStub(), np.zeros((3, 4, 4), np.float32), geometry, TEXT, batch_size=0)
+        predict_stack(ThresholdStub(), np.zeros((3, 4, 4), np.float32), geometry, TEXT, batch_size=0, encoding="grey")
 
 
 def test_predict_volume_rejects_a_2d_image():
     settings = PreprocessingSettings(axis="axial", size=4, clip_percentiles=(0.5, 99.5))
     with pytest.raises(DatasetError, match=r"img.nii: expected a 3D image \(X, Y, Z\), found 2D"):
-        predict_volume(ThresholdStub(), np.zeros((4, 4)), np.eye(4), TEXT, settings, what="img.nii")
+        predict_volume(ThresholdStub(), np.zeros((4, 4)), np.eye(4), TEXT, settings, what="img.nii", encoding="grey")
 
 
 def test_prepared_case_and_raw_volume_give_the_same_labels(tmp_path: Path):
@@ -148,9 +150,9 @@ def test_prepared_case_and_raw_volume_give_the_same_labels(tmp_path: Path):
     (ds / "dataset.json").write_text(json.dumps(data), encoding="utf-8")
     index = prepare_dataset(ds, tmp_path / "prep", size=12, progress=False)
     case = index.case("CT", "c1")
-    from_prepared = predict_case(ThresholdStub(), case, TEXT, batch_size=4)
+    from_prepared = predict_case(ThresholdStub(), case, TEXT, batch_size=4, encoding="grey")
     settings = PreprocessingSettings.from_mapping(load_prepared(tmp_path / "prep").settings)
-    from_raw = predict_volume(ThresholdStub(), img, affine, TEXT, settings, batch_size=5).labels
+    from_raw = predict_volume(ThresholdStub(), img, affine, TEXT, settings, batch_size=5, encoding="grey").labels
     np.testing.assert_array_equal(from_prepared, from_raw)
     assert from_prepared.shape == (10, 8, 6)
     np.testing.assert_array_equal(np.asarray(original_label_volume(index, case).array).astype(np.int64), lab)
@@ -172,3 +174,21 @@ def test_preprocessing_settings_from_checkpoint():
     bad["preprocessing"]["prepare"].update(size=8, axis="oblique")
     with pytest.raises(ConfigError, match=r"run.pt .*axis: expected one of axial"):
         PreprocessingSettings.from_checkpoint(bad, "run.pt")
+
+
+def test_fixed_normalization_is_carried_and_applied_with_the_volume_domain(tmp_path: Path):
+    fixed = NormalizationSpec.fixed({"CT": (-2.0, 2.0), "MR": (0.0, 8.0)})
+    s = PreprocessingSettings.from_mapping(
+        {"axis": "2", "size": 4, "clip_percentiles": [0.5, 99.5], "normalization": fixed.to_dict()}
+    )
+    assert s.normalization == fixed
+    assert PreprocessingSettings.from_mapping(s.to_dict()) == s
+    # Percentiles play no part in a fixed map, so they do not have to agree; the ranges do.
+    assert s.matches({**s.to_dict(), "clip_percentiles": [0.0, 98.0]})
+    assert not s.matches({**s.to_dict(), "normalization": {"method": "percentile_zscore"}})
+    vol = np.full((4, 4, 3), 1.0, dtype=np.float32)  # CT: 2(1 + 2)/4 - 1 = 0.5 > 0; MR: 2(1 - 0)/8 - 1 < 0
+    ct = predict_volume(ThresholdStub(), vol, np.eye(4), TEXT, s, domain="CT", encoding="grey").labels
+    mr = predict_volume(ThresholdStub(), vol, np.eye(4), TEXT, s, domain="MR", encoding="grey").labels
+    assert ct.min() == 1 and mr.max() == 0
+    with pytest.raises(ConfigError, match="not for None"):
+        predict_volume(ThresholdStub(), vol, np.eye(4), TEXT, s, encoding="grey")

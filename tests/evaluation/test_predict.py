@@ -23,8 +23,9 @@ CLASSES = ["background", "a", "b"]
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # DICOM patient frame -> NIfTI world frame
 
 
-def _checkpoint(path: Path, size: int = 16) -> Path:
-    """An untrained light model saved with the keys the training engine writes."""
+def _checkpoint(path: Path, size: int = 16, encoding: str | None = None) -> Path:
+    """An untrained light model saved with the keys the training engine writes (``encoding``:
+    the recorded input encoding; None writes no record, as checkpoints from before the setting)."""
     torch.manual_seed(0)
     model = build_segmenter("light", len(CLASSES), 8, base_width=8)
     text = TextEmbeddings(
@@ -52,6 +53,7 @@ def _checkpoint(path: Path, size: int = 16) -> Path:
                 "prepare": {"axis": "axial", "size": size, "clip_percentiles": [0.5, 99.5]},
                 "size": size,
                 "modalities": {"MR": "mri", "CT": "ct"},
+                **({"input_encoding": encoding} if encoding is not None else {}),
             },
         },
     )
@@ -307,3 +309,31 @@ def test_outputs_inside_the_input_folder_are_not_predicted_again(tmp_path, ckpt)
         records = predict_paths(ckpt, inp, inp / "pred", progress=False)
         assert [r.input.name for r in records] == ["a.nii.gz"]
     assert sorted(p.name for p in (inp / "pred").iterdir()) == ["a.nii.gz", "predict.json"]
+
+
+def test_the_recorded_input_encoding_is_applied(tmp_path):
+    """Same weights, caffe_bgr recorded: predict feeds caffe-encoded slices (equal to predict_volume
+    with that encoding, different from grey) and records the encoding."""
+    from tcsa_uda.evaluation.inference import PreprocessingSettings, predict_volume
+    from tcsa_uda.evaluation.model import load_model
+
+    grey_ck = _checkpoint(tmp_path / "grey.pt")
+    caffe_ck = _checkpoint(tmp_path / "caffe.pt", encoding="caffe_bgr")
+    img = nib.Nifti1Image(_image(), np.eye(4))
+    (tmp_path / "in").mkdir()
+    nib.save(img, str(tmp_path / "in" / "scan.nii.gz"))
+    out = {}
+    for name, ck in (("grey", grey_ck), ("caffe", caffe_ck)):
+        predict_paths(ck, tmp_path / "in", tmp_path / name, probabilities=True, device="cpu", progress=False)
+        out[name] = np.asarray(nib.load(str(tmp_path / name / "scan_probabilities.nii.gz")).dataobj)
+        record = json.loads((tmp_path / name / "predict.json").read_text())
+        assert record["input_encoding"] == ("caffe_bgr" if name == "caffe" else "grey")
+    assert np.abs(out["grey"] - out["caffe"]).max() > 1e-3
+    loaded = load_model(caffe_ck)
+    settings = PreprocessingSettings("axial", 16, (0.5, 99.5))
+    ref = predict_volume(
+        loaded.model, _image(), np.eye(4), loaded.text_for("CT"), settings, keep_probabilities=True,
+        encoding="caffe_bgr",
+    )  # fmt: skip
+    assert ref.probabilities is not None
+    np.testing.assert_allclose(out["caffe"], np.moveaxis(ref.probabilities, 0, -1), atol=1e-6)

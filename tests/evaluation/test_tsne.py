@@ -47,15 +47,19 @@ def test_pixel_features_carry_class_and_domain_and_bound_counts():
     images, labels = _stack()
     # feature grid 4x4 per slice: class 1 -> 2x2 = 4 px, class 2 -> 2x1 = 2 px, background 10 px
     text = torch.zeros(3, 4)
-    got = pixel_features(StrideTwoModel(), images, labels, text, domain=1, domain_names=["MR", "CT"], per_class=3)
+    got = pixel_features(
+        StrideTwoModel(), images, labels, text, domain=1, domain_names=["MR", "CT"], per_class=3, encoding="grey"
+    )
     assert got.domain_names == ("MR", "CT")
     assert got.domains.tolist() == [1] * len(got)
     assert got.counts() == {("CT", 0): 3, ("CT", 1): 3, ("CT", 2): 3}
     np.testing.assert_array_equal(got.features[:, 0], got.classes.astype(np.float32))  # labels aligned with pixels
     assert np.all(got.features[:, 1] == 7.0)
-    unbounded = pixel_features(StrideTwoModel(), images, labels, text, 0, ["MR", "CT"], per_class=100)
+    unbounded = pixel_features(StrideTwoModel(), images, labels, text, 0, ["MR", "CT"], per_class=100, encoding="grey")
     assert unbounded.counts() == {("MR", 0): 20, ("MR", 1): 8, ("MR", 2): 4}
-    vis = pixel_features(StrideTwoModel(), images, labels, text, 0, ["MR", "CT"], per_class=100, feature="f_vis")
+    vis = pixel_features(
+        StrideTwoModel(), images, labels, text, 0, ["MR", "CT"], per_class=100, feature="f_vis", encoding="grey"
+    )
     np.testing.assert_array_equal(vis.features, -unbounded.features)
 
 
@@ -63,9 +67,9 @@ def test_same_seed_same_pixels():
     images, labels = _stack(n=3, size=16)
     images = images + np.random.default_rng(1).normal(size=images.shape).astype(np.float32) * 0.01
     args = (StrideTwoModel(), images, labels, torch.zeros(3, 4), 0, ["MR"])
-    a = pixel_features(*args, per_class=5, seed=0)
-    b = pixel_features(*args, per_class=5, seed=0)
-    c = pixel_features(*args, per_class=5, seed=1)
+    a = pixel_features(*args, per_class=5, seed=0, encoding="grey")
+    b = pixel_features(*args, per_class=5, seed=0, encoding="grey")
+    c = pixel_features(*args, per_class=5, seed=1, encoding="grey")
     np.testing.assert_array_equal(a.features, b.features)
     assert not np.array_equal(a.features, c.features)
 
@@ -111,6 +115,6 @@ def test_concat_and_errors():
         tsne_embedding(PixelFeatures(a.features[:2], a.classes[:2], a.domains[:2], ("MR", "CT")))
     images, labels = _stack()
     with pytest.raises(ConfigError, match="f_hi, f_vis"):
-        pixel_features(StrideTwoModel(), images, labels, torch.zeros(3, 4), 0, ["MR"], feature="aux")
+        pixel_features(StrideTwoModel(), images, labels, torch.zeros(3, 4), 0, ["MR"], feature="aux", encoding="grey")
     with pytest.raises(ConfigError, match="one shape"):
-        pixel_features(StrideTwoModel(), images, labels[:, :4], torch.zeros(3, 4), 0, ["MR"])
+        pixel_features(StrideTwoModel(), images, labels[:, :4], torch.zeros(3, 4), 0, ["MR"], encoding="grey")

@@ -87,3 +87,21 @@ def test_invalid_options_list_valid_ones() -> None:
         bce_with_domain(torch.zeros(1), "src")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="C >= 2"):
         self_information_map(torch.ones(1, 1, 2, 2))
+
+
+def test_released_self_information_is_log2_with_epsilon() -> None:
+    prob = torch.tensor([0.0, 0.25, 0.75]).view(1, 3, 1, 1)
+    expected = -prob * torch.log2(prob + 1e-7) / math.log2(3)
+    torch.testing.assert_close(self_information_map(prob, "released"), expected, rtol=0, atol=0)
+    assert self_information_map(prob, "released")[0, 0].item() == 0.0
+    one = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
+    # log2(1 + 1e-7) rounds to 0 in float32: both modes give 0 for a one-hot distribution
+    assert self_information_map(one, "released").abs().max().item() < 2e-7
+    torch.testing.assert_close(self_information_map(prob, "released"), self_information_map(prob), atol=1e-6, rtol=0)
+    logits = torch.tensor([0.0, math.log(3.0)]).view(1, 2, 1, 1)
+    torch.testing.assert_close(
+        discriminator_input(logits, "entropy", "released"),
+        self_information_map(torch.softmax(logits, dim=1), "released"),
+    )
+    with pytest.raises(ConfigError, match="mode: expected 'paper' or 'released', found 'exact'"):
+        self_information_map(prob, "exact")  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tcsa_uda.errors import ConfigError
+from tcsa_uda.errors import ConfigError, DatasetError
 from tcsa_uda.losses.vision_language import VLCovarianceLoss, covariance_cosine_loss
 
 
@@ -120,3 +120,64 @@ def test_invalid_arguments() -> None:
         vl(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(3, 4))
     with pytest.raises(ConfigError, match=r"f_vis: expected shape \(B, 2, h, w\)"):
         vl(torch.zeros(1, 5, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), TEXT)
+
+
+def _mean(values: list[tuple[float, float]]) -> torch.Tensor:
+    """The released code's pixel mean: sum / (count + 1e-6)."""
+    t = torch.tensor(values)
+    return t.sum(dim=0) / (len(values) + 1e-6)
+
+
+def test_released_bank_is_updated_image_by_image() -> None:
+    """Hand-computed: two images in one call, then a second call (the target's) on the same bank."""
+    lam = 0.5
+    vl = VLCovarianceLoss(3, dim=2, bank_momentum=lam, mode="released")
+    img1 = [[(1.0, 0.0), (3.0, 0.0)], [(0.0, 1.0), (0.0, 3.0)]]  # class 0 top row, class 1 bottom row
+    img2 = [[(5.0, 1.0), (5.0, 1.0)], [(7.0, 7.0), (9.0, 9.0)]]  # class 0 top row, class 2 bottom row
+    f = torch.cat([_fmap(img1), _fmap(img2)])
+    labels = torch.tensor([[[0, 0], [1, 1]], [[0, 0], [2, 2]]])
+    vl(f, labels, TEXT)
+    p1 = [_mean([(1.0, 0.0), (3.0, 0.0)]), _mean([(0.0, 1.0), (0.0, 3.0)])]
+    p2 = [_mean([(5.0, 1.0), (5.0, 1.0)]), _mean([(7.0, 7.0), (9.0, 9.0)])]
+    bank = torch.stack([lam * p1[0] + (1 - lam) * p2[0], p1[1], p2[1]])  # class 2 first seen in image 2
+    torch.testing.assert_close(vl.bank, bank)
+    assert vl.seen.tolist() == [True, True, True]
+    # the target call blends into what the source call wrote (one bank for both domains)
+    f3 = torch.full((1, 2, 2, 2), 2.0)
+    loss = vl(f3, torch.tensor([[[1, 1], [1, 1]]]), TEXT)
+    bank[1] = lam * bank[1] + (1 - lam) * torch.full((2,), 2.0 * 4 / (4 + 1e-6))
+    torch.testing.assert_close(vl.bank, bank)
+    assert loss.item() == pytest.approx(covariance_cosine_loss(bank, TEXT).item(), rel=1e-6)
+
+
+def test_released_batch_of_four_keeps_lambda_to_the_fourth() -> None:
+    lam = 0.9
+    vl = VLCovarianceLoss(2, dim=1, bank_momentum=lam, mode="released")
+    vl(torch.full((1, 1, 2, 2), 10.0), torch.zeros(1, 2, 2, dtype=torch.long), torch.ones(2, 1))
+    old = vl.bank[0].clone()
+    vl(torch.zeros(4, 1, 2, 2), torch.zeros(4, 2, 2, dtype=torch.long), torch.ones(2, 1))
+    torch.testing.assert_close(vl.bank[0], lam**4 * old)  # the paper mode would keep lam * old
+
+
+def test_released_loss_uses_detached_bank_rows_and_the_text() -> None:
+    value, f_grad, t_grad = _grad_run("released")
+    assert value > 1e-4
+    assert f_grad is None or torch.equal(f_grad, torch.zeros_like(f_grad))
+    assert t_grad is not None and t_grad.abs().sum() > 0
+
+
+def test_released_fewer_than_two_seen_classes_gives_zero() -> None:
+    vl = VLCovarianceLoss(3, dim=2, mode="released")
+    text = TEXT.clone().requires_grad_(True)
+    loss = vl(torch.ones(2, 2, 2, 2), torch.zeros(2, 2, 2, dtype=torch.long), text)
+    assert loss.item() == 0.0 and vl.seen.tolist() == [True, False, False]
+    loss.backward()
+    assert text.grad is not None and torch.equal(text.grad, torch.zeros_like(text))
+
+
+def test_released_rejects_mismatched_batch_and_bad_labels() -> None:
+    vl = VLCovarianceLoss(3, dim=2, mode="released")
+    with pytest.raises(ConfigError, match="expected 2 label maps"):
+        vl(torch.zeros(2, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), TEXT)
+    with pytest.raises(DatasetError, match="found values 3"):
+        vl(torch.zeros(1, 2, 2, 2), torch.full((1, 2, 2), 3, dtype=torch.long), TEXT)

@@ -14,6 +14,7 @@ def make_context(
     model_name: str, num_classes: int, fidelity: Fidelity = "paper", text_dim: int = 24, **model_kwargs
 ) -> MethodContext:
     torch.manual_seed(0)
+    model_kwargs.setdefault("variant", "released" if fidelity == "released" else "paper")  # as the trainer does
     model = build_segmenter(model_name, num_classes, text_dim, **model_kwargs)
     model.train()
     return MethodContext(

@@ -277,11 +277,20 @@ def test_empty_policies(name: str, value: float, case: str) -> None:
     np.testing.assert_equal(metrics["hd95_vox"], value)
 
 
+def test_mpscl_policy_is_the_released_evaluation() -> None:
+    full = _box((4, 4, 4), (9, 9, 9))
+    assert dice(_empty(), _empty(), empty_policy="mpscl") == 0.0  # medpy's dc of two empty masks
+    assert dice(full, _empty(), empty_policy="mpscl") == 0.0
+    for pred, gt in ((full, _empty()), (_empty(), full), (_empty(), _empty())):
+        assert assd(pred, gt, variant="mean_of_means", empty_policy="mpscl") == 1.0  # any medpy exception -> 1
+    assert assd(full, full, variant="mean_of_means", empty_policy="mpscl") == 0.0
+
+
 def test_empty_policy_dice_both_empty_option() -> None:
     policy = EmptyPolicy("nan_dice1", dice_both_empty=1.0)
     assert dice(_empty(), _empty(), empty_policy=policy) == 1.0
     assert math.isnan(assd(_empty(), _empty(), empty_policy=policy))
-    assert set(EMPTY_POLICIES) == {"nan", "sifa_mpscl", "adr"}
+    assert set(EMPTY_POLICIES) == {"nan", "sifa_mpscl", "mpscl", "adr"}
 
 
 def test_empty_policy_rejects_bad_values() -> None:
@@ -289,7 +298,7 @@ def test_empty_policy_rejects_bad_values() -> None:
         EmptyPolicy("x", distance_value=-1.0)
     with pytest.raises(ConfigError, match="dice_both_empty"):
         EmptyPolicy("x", dice_both_empty=2.0)
-    with pytest.raises(ConfigError, match=r"'nan', 'sifa_mpscl', 'adr'.*'zero'"):
+    with pytest.raises(ConfigError, match=r"'nan', 'sifa_mpscl', 'mpscl', 'adr'.*'zero'"):
         dice(_empty(), _empty(), empty_policy="zero")
 
 

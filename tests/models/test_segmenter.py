@@ -9,6 +9,7 @@ from torch import nn
 
 from tcsa_uda.errors import ConfigError, TcsaUdaError
 from tcsa_uda.models.backbones import light_resnet
+from tcsa_uda.models.factory import build_segmenter
 from tcsa_uda.models.segmenter import SegmenterOutput, TCSASegmenter, parameter_groups, upsample_logits
 
 C, D = 3, 6
@@ -142,3 +143,37 @@ def test_upsample_logits_align_corners() -> None:
     expected = torch.tensor([[0.0, 1.0, 2.0], [2.0, 3.0, 4.0], [4.0, 5.0, 6.0]])
     torch.testing.assert_close(up[1, 2], expected)
     assert tuple(upsample_logits(torch.zeros(1, 5, 33, 33), [256, 256]).shape) == (1, 5, 256, 256)
+
+
+def test_released_variant_has_the_same_keys_and_release_initialisation() -> None:
+    torch.manual_seed(0)
+    paper = build_segmenter("light", 3, 8, base_width=8)
+    released = build_segmenter("light", 3, 8, base_width=8, variant="released")
+    assert paper.variant == "paper" and released.variant == "released"
+    assert list(paper.state_dict()) == list(released.state_dict())
+    assert released.fusion.attn.activation and not paper.fusion.attn.activation
+    # ASPP: weights N(0, 0.01), biases PyTorch's default uniform (not zero) in the release
+    paper_aspp = [b for b in paper.aux_head.branches if isinstance(b, nn.Conv2d) and b.bias is not None]
+    released_aspp = [b for b in released.aux_head.branches if isinstance(b, nn.Conv2d) and b.bias is not None]
+    assert len(paper_aspp) == len(released_aspp) == 4
+    assert all(float(b.bias.detach().abs().max()) == 0.0 for b in paper_aspp if b.bias is not None)
+    assert all(float(b.bias.detach().abs().max()) > 0.0 for b in released_aspp if b.bias is not None)
+    embed = torch.cat([m.weight.detach().flatten() for m in released.embed_head.modules() if isinstance(m, nn.Conv2d)])
+    assert float(embed.std()) == pytest.approx(0.01, rel=0.05)
+
+
+def test_released_variant_forward_differs_from_paper_with_the_same_weights() -> None:
+    torch.manual_seed(0)
+    paper = build_segmenter("light", 3, 8, base_width=8).eval()
+    released = build_segmenter("light", 3, 8, base_width=8, variant="released").eval()
+    released.load_state_dict(paper.state_dict())
+    x, text = torch.randn(2, 3, 64, 64), torch.randn(3, 8)
+    with torch.no_grad():
+        a, b = paper(x, text), released(x, text)
+    torch.testing.assert_close(a.aux, b.aux)  # the attention only reaches the main branch
+    assert not torch.allclose(a.main, b.main)
+
+
+def test_rejects_unknown_variant() -> None:
+    with pytest.raises(ConfigError, match="'variant': expected one of paper, released, found 'code'"):
+        build_segmenter("light", 3, 8, base_width=8, variant="code")

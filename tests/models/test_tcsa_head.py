@@ -150,3 +150,71 @@ def test_segmentation_head() -> None:
 def test_heads_reject_non_positive_sizes(cls) -> None:
     with pytest.raises(ConfigError, match="expected a positive integer, found 0"):
         cls(0)
+
+
+def _released_reference(mha: MultiHeadAttention, q_in: torch.Tensor, kv_in: torch.Tensor) -> torch.Tensor:
+    """The released attention in eval mode, head by head: ReLU on q, k, v and on the output."""
+    q, k, v = (F.relu(p(x)) for p, x in ((mha.q_proj, q_in), (mha.k_proj, kv_in), (mha.v_proj, kv_in)))
+    d = mha.head_dim
+    heads = []
+    for h in range(mha.num_heads):
+        sl = slice(d * h, d * (h + 1))
+        w = torch.softmax(q[..., sl] @ k[..., sl].transpose(1, 2) / math.sqrt(d), dim=-1)
+        heads.append(w @ v[..., sl])
+    return F.relu(mha.out_proj(torch.cat(heads, dim=-1)))
+
+
+def test_released_mha_eval_matches_reference_with_relus() -> None:
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(embed_dim=6, num_heads=3, head_dim=4, activation=True, dropout=0.1).eval()
+    q_in, kv_in = torch.randn(2, 5, 6), torch.randn(2, 3, 6)
+    out = mha(q_in, kv_in, kv_in)
+    torch.testing.assert_close(out, _released_reference(mha, q_in, kv_in))
+    assert float(out.detach().min()) >= 0.0  # ReLU on the output
+    plain = MultiHeadAttention(embed_dim=6, num_heads=3, head_dim=4)
+    plain.load_state_dict(mha.state_dict())  # same keys in both variants
+    assert not torch.allclose(plain(q_in, kv_in, kv_in), out)
+
+
+def test_released_mha_dropout_on_weights_and_output_in_train_mode() -> None:
+    """One key token: eval weights are all 1; in train mode each (image, head, query) weight is
+    0 or 1/0.9, and the output projection is dropped the same way."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(embed_dim=8, num_heads=3, head_dim=8, activation=True, dropout=0.1)
+    assert mha.attn_dropout.p == 0.1 and mha.out_dropout.p == 0.1
+    query, token = torch.randn(64, 4, 8), torch.randn(64, 1, 8)
+    mha.eval()
+    ref = mha(query, token, token)
+    torch.testing.assert_close(ref, F.relu(mha.out_proj(F.relu(mha.v_proj(token)))).expand(-1, 4, -1))
+    mha.train()
+    out = mha(query, token, token)
+    assert not torch.allclose(out, ref)
+    mha.out_dropout.p = 0.0  # attention-weight dropout alone: outputs are ReLU(out_proj(mix of 0 and v/0.9))
+    mha.attn_dropout.p = 1.0  # every weight dropped: v never reaches the output
+    torch.testing.assert_close(mha(query, token, token), F.relu(mha.out_proj.bias).expand(64, 4, -1))
+
+
+def test_released_mha_initialisation() -> None:
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(embed_dim=256, num_heads=3, head_dim=256, activation=True, dropout=0.1)
+    mha.reset_parameters_released()
+    for proj in (mha.q_proj, mha.k_proj, mha.v_proj):
+        assert float(proj.weight.detach().mean().abs()) < 2e-3
+        assert float(proj.weight.detach().std()) == pytest.approx(math.sqrt(2 / 512), rel=0.02)  # 0.0625
+    xavier = math.sqrt(2.0 / (768 + 256))
+    assert float(mha.out_proj.weight.detach().std()) == pytest.approx(xavier, rel=0.02)
+
+
+def test_fusion_variants() -> None:
+    paper = FusionTransformer(embed_dim=16, num_heads=3, head_dim=16, mlp_dim=32)
+    released = FusionTransformer(embed_dim=16, num_heads=3, head_dim=16, mlp_dim=32, variant="released")
+    assert not paper.attn.activation and paper.attn.attn_dropout.p == 0.0
+    assert released.attn.activation and released.attn.attn_dropout.p == 0.1 and released.attn.out_dropout.p == 0.1
+    assert list(paper.state_dict()) == list(released.state_dict())
+    with pytest.raises(ConfigError, match="'variant': expected 'paper' or 'released', found 'other'"):
+        FusionTransformer(16, 3, 16, 32, variant="other")
+
+
+def test_mha_rejects_bad_dropout() -> None:
+    with pytest.raises(ConfigError, match=r"'dropout': expected a probability in \[0, 1\), found 1.0"):
+        MultiHeadAttention(8, 1, 8, dropout=1.0)

@@ -25,6 +25,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "predict",
     "convert",
     "report",
+    "bench",
+    "import_released",
 )
 
 for _name in COMMAND_MODULES:

@@ -1,6 +1,6 @@
 """``tcsa-uda train CONFIG [key.sub=value ...] --out DIR [--resume]``.
 
-Loads the typed :class:`~tcsa_uda.engine.train_config.TrainConfig` from YAML with overrides and
+Loads the typed :class:`~tcsa_uda.train_config.TrainConfig` from YAML with overrides and
 calls :func:`tcsa_uda.engine.trainer.train`. Works the same under ``torchrun``.
 """
 

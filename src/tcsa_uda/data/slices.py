@@ -1,8 +1,9 @@
 """Torch dataset over prepared slices (see :mod:`tcsa_uda.data.prepared`).
 
 :class:`SliceDataset` serves single 2D slices of one domain for training; the engine's
-``EndlessLoader`` draws shuffled fixed-size batches from it forever with a seeded generator. As
-in the paper's architecture (docs/method.md), each grey slice is repeated to 3 channels.
+``EndlessLoader`` draws shuffled fixed-size batches from it forever with a seeded generator. Each
+grey slice becomes the network's 3-channel input with the run's input encoding
+(:func:`tcsa_uda.data.encoding.encode_slices`).
 
 The ``.npy`` stacks are memory-mapped (``np.load(mmap_mode="r")``) on first access in the
 process that reads them, so a dataset is cheap to create and to send to DataLoader workers.
@@ -17,37 +18,29 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from tcsa_uda.data.encoding import InputEncoding, check_input_encoding, encode_slices
 from tcsa_uda.data.prepared import PreparedCase, PreparedIndex
 from tcsa_uda.errors import DatasetError
-
-IMAGE_CHANNELS = 3
-"""Input channels of the segmentation network: the grey value repeated (docs/method.md)."""
-
-
-def to_three_channels(slices: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Repeat grey slices to 3 channels: (H, W) -> (3, H, W) or (S, H, W) -> (S, 3, H, W), float32."""
-    if isinstance(slices, torch.Tensor):
-        tensor = slices.float()
-    else:
-        tensor = torch.from_numpy(np.array(slices, dtype=np.float32))  # copy out of the memory map
-    return tensor.unsqueeze(-3).repeat_interleave(IMAGE_CHANNELS, dim=-3)
 
 
 class SliceDataset(Dataset[dict[str, Any]]):
     """Every slice of the cases of one domain and split(s).
 
-    Items are dicts with ``image`` float32 (3, H, W) in [-1, 1], ``label`` int64 (H, W) (only
-    when ``with_labels``), ``case`` (the case id) and ``slice`` (the slice index in its volume).
+    Items are dicts with ``image`` float32 (3, H, W) (the slice in [-1, 1] through ``encoding``),
+    ``label`` int64 (H, W) (only when ``with_labels``), ``case`` (the case id) and ``slice`` (the
+    slice index in its volume).
 
     Args:
         index: the prepared folder's index (:func:`tcsa_uda.data.prepare.load_prepared`).
         domain: the domain to serve.
         split: one split name or several.
         with_labels: serve labels; every selected case must then be labelled.
+        encoding: the network's input encoding (``model.input_encoding``).
 
     Raises:
         DatasetError: unknown domain/split, no case selected, or an unlabelled case while
             ``with_labels`` is True (the message names the case).
+        ConfigError: an unknown ``encoding``.
     """
 
     def __init__(
@@ -56,7 +49,10 @@ class SliceDataset(Dataset[dict[str, Any]]):
         domain: str,
         split: str | Sequence[str] = "train",
         with_labels: bool = True,
+        *,
+        encoding: InputEncoding,
     ) -> None:
+        self.encoding = check_input_encoding(encoding, "SliceDataset encoding")
         self.domain = domain
         self.split = split
         self.with_labels = with_labels
@@ -86,7 +82,7 @@ class SliceDataset(Dataset[dict[str, Any]]):
         if ci not in self._images:
             self._images[ci] = case.load_image()
         item: dict[str, Any] = {
-            "image": to_three_channels(self._images[ci][s]),  # (3, H, W)
+            "image": encode_slices(self._images[ci][s], self.encoding),  # (3, H, W)
             "case": case.id,
             "slice": s,
         }

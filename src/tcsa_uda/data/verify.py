@@ -191,7 +191,8 @@ def _header_shape(path: Path) -> tuple[int, ...] | None:
     An unreadable file is reported by the full load that follows.
     """
     try:
-        return tuple(int(n) for n in nib.load(str(path)).shape)
+        img = nib.load(str(path))
+        return tuple(int(n) for n in getattr(img, "shape", ()))  # every readable volume format has a shape
     except Exception:  # noqa: BLE001  (nibabel raises many types for missing or corrupt files)
         return None
 
@@ -439,6 +440,7 @@ def verify_dataset(
     spec, problems, warns = parse_dataset(data, root, str(path))
     report.problems.extend(problems)
     report.warnings.extend(warns)
+    declared: set[int] | None
     if spec is not None:
         targets, declared = _spec_targets(spec), set(spec.labels.values())
     else:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from tcsa_uda.data.encoding import InputEncoding
 from tcsa_uda.data.prepared import PreparedIndex
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.losses.entropy import entropy_map
@@ -71,13 +72,16 @@ class Selector:
     cfg: SelectionConfig
     source: str
     target: str
+    encoding: InputEncoding
     subsets: dict[str, SliceSubset] = field(default_factory=dict)
     best_value: float = math.nan
     best_iteration: int = -1
 
     @classmethod
-    def build(cls, cfg: SelectionConfig, index: PreparedIndex, source: str, target: str) -> Selector:
-        sel = cls(cfg=cfg, source=source, target=target)
+    def build(
+        cls, cfg: SelectionConfig, index: PreparedIndex, source: str, target: str, encoding: InputEncoding
+    ) -> Selector:
+        sel = cls(cfg=cfg, source=source, target=target, encoding=encoding)
         subsets = {
             "source_val": _subset(index, source, "val", True, cfg.max_slices, True),
             "target_train": _subset(index, target, "train", False, cfg.max_slices, False),
@@ -99,10 +103,12 @@ class Selector:
         out: dict[str, float] = {}
         try:
             if "source_val" in self.subsets:
-                out["source_val_dice"] = _dice(model, self.subsets["source_val"], text_source, num_classes)
+                out["source_val_dice"] = _dice(
+                    model, self.subsets["source_val"], text_source, num_classes, self.encoding
+                )
             if "target_test" in self.subsets:
-                out["oracle"] = _dice(model, self.subsets["target_test"], text_target, num_classes)
-            ent, agree = _target_stats(model, self.subsets["target_train"], text_target)
+                out["oracle"] = _dice(model, self.subsets["target_test"], text_target, num_classes, self.encoding)
+            ent, agree = _target_stats(model, self.subsets["target_train"], text_target, self.encoding)
             out["target_entropy"] = ent
             out["target_aux_agreement"] = agree
         finally:
@@ -123,23 +129,24 @@ class Selector:
         return False
 
 
-def _dice(model: nn.Module, subset: SliceSubset, text: Tensor, num_classes: int) -> float:
+def _dice(model: nn.Module, subset: SliceSubset, text: Tensor, num_classes: int, encoding: InputEncoding) -> float:
     """Mean over foreground classes of the Dice pooled over the subset's pixels (classes absent
     from both prediction and labels are left out)."""
     if subset.labels is None:
         raise ValueError("Dice needs a labelled slice subset.")
-    pred = torch.cat([main.argmax(1).cpu() for _, main, _ in slice_logits(model, subset.images, text)]).numpy()
+    logits = slice_logits(model, subset.images, text, encoding=encoding)
+    pred = torch.cat([main.argmax(1).cpu() for _, main, _ in logits]).numpy()
     gt = subset.labels.numpy()
     vals = [dice(pred == c, gt == c) for c in range(1, num_classes)]
     vals = [v for v in vals if not math.isnan(v)]
     return float(np.mean(vals)) if vals else math.nan
 
 
-def _target_stats(model: nn.Module, subset: SliceSubset, text: Tensor) -> tuple[float, float]:
+def _target_stats(model: nn.Module, subset: SliceSubset, text: Tensor, encoding: InputEncoding) -> tuple[float, float]:
     """Mean normalised entropy of the main head and the main/aux agreement rate on ``subset``."""
     ent_sum = agree_sum = 0.0
     n = 0
-    for _, main, aux in slice_logits(model, subset.images, text):
+    for _, main, aux in slice_logits(model, subset.images, text, encoding=encoding):
         ent = entropy_map(main)
         ent_sum += float(ent.sum())
         agree_sum += float((main.argmax(1) == aux.argmax(1)).float().sum())

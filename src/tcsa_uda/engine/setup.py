@@ -33,7 +33,8 @@ class RunInputs:
         text: frozen prompt embeddings of every domain, (M, C, D).
         text_source, text_target: (C, D) on the run's device.
         make_loaders: ``(seed, uses_target) -> {"source": EndlessLoader, "target"?: EndlessLoader}``.
-        preprocessing: what predict needs to reproduce the input pipeline.
+        preprocessing: what predict needs to reproduce the input pipeline (the ``prepare``
+            settings and the network's ``input_encoding``).
     """
 
     index: PreparedIndex
@@ -95,8 +96,9 @@ def build_run_inputs(cfg: TrainConfig, device: torch.device, rank: int = 0) -> R
             f"{list(index.class_names)}."
         )
     splits = tuple(cfg.data.train_splits)
-    src_ds = SliceDataset(index, src, split=splits, with_labels=True)
-    tgt_ds = SliceDataset(index, tgt, split=splits, with_labels=False)
+    encoding = cfg.model.input_encoding
+    src_ds = SliceDataset(index, src, split=splits, with_labels=True, encoding=encoding)
+    tgt_ds = SliceDataset(index, tgt, split=splits, with_labels=False, encoding=encoding)
     if len(src_ds) == 0:
         raise DatasetError(f"{index.root}: source domain {src!r} has no labelled slices in splits {list(splits)}.")
     if len(tgt_ds) == 0:
@@ -125,6 +127,7 @@ def build_run_inputs(cfg: TrainConfig, device: torch.device, rank: int = 0) -> R
         "prepare": dict(index.settings),
         "size": index.size,
         "modalities": dict(index.modalities),
+        "input_encoding": encoding,
     }
     return RunInputs(
         index=index,

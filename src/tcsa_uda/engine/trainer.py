@@ -64,12 +64,21 @@ def validate_config(cfg: TrainConfig) -> None:
         )
 
 
-def build_model(cfg: TrainConfig, inputs: RunInputs) -> nn.Module:
-    kwargs: dict[str, Any] = {}
+def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The network options of ``cfg``, as recorded in checkpoints (``model_kwargs``).
+
+    ``variant`` follows the fidelity: ``released`` builds the authors' code-exact forward pass
+    (docs/method.md, Paper vs released fidelity).
+    """
+    kwargs: dict[str, Any] = {"variant": "released" if cfg.fidelity == "released" else "paper"}
     if cfg.model.base_width is not None:
         kwargs["base_width"] = cfg.model.base_width
+    return kwargs
+
+
+def build_model(cfg: TrainConfig, inputs: RunInputs) -> nn.Module:
     weights = Path(cfg.model.weights) if cfg.model.weights else None
-    return build_segmenter(cfg.model.name, inputs.num_classes, inputs.text.dim, weights=weights, **kwargs)
+    return build_segmenter(cfg.model.name, inputs.num_classes, inputs.text.dim, weights=weights, **model_kwargs(cfg))
 
 
 def checkpoint_payload(
@@ -92,7 +101,7 @@ def checkpoint_payload(
         "iteration": iteration,
         "model": model.state_dict(),
         "model_name": cfg.model.name,
-        "model_kwargs": {"base_width": cfg.model.base_width} if cfg.model.base_width is not None else {},
+        "model_kwargs": model_kwargs(cfg),
         "class_names": inputs.class_names,
         "source": cfg.data.source,
         "target": cfg.data.target,
@@ -199,7 +208,9 @@ def _run_stage(
     optimizers = method.build_optimizers()
     loaders = inputs.make_loaders(seed=cfg.seed + 7919 * k + 104729 * dist_info.rank, uses_target=method.uses_target)
     selector = (
-        Selector.build(cfg.selection, inputs.index, cfg.data.source, cfg.data.target) if dist_info.is_main else None
+        Selector.build(cfg.selection, inputs.index, cfg.data.source, cfg.data.target, cfg.model.input_encoding)
+        if dist_info.is_main
+        else None
     )
     start = 0
     if resume and (sdir / LAST).is_file():

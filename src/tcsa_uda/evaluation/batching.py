@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from tcsa_uda.data.encoding import DEFAULT_INPUT_ENCODING, InputEncoding
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.models.inference import check_batch_size, predict_slices
 from tcsa_uda.precision import Precision, autocast, resolve_precision
@@ -68,7 +69,12 @@ def slices_that_fit(free_bytes: int, per_slice_bytes: float, fixed_bytes: float 
 
 
 def slice_footprint(
-    model: nn.Module, text: Tensor, size: int, precision: Precision, flip: bool = False
+    model: nn.Module,
+    text: Tensor,
+    size: int,
+    precision: Precision,
+    flip: bool = False,
+    encoding: InputEncoding = DEFAULT_INPUT_ENCODING,
 ) -> tuple[float, float]:
     """``(per_slice, fixed)`` bytes of CUDA memory of an inference forward pass (measured).
 
@@ -88,7 +94,8 @@ def slice_footprint(
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
         with autocast(precision, device):
-            predict_slices(model, np.zeros((n, size, size), np.float32), text, batch_size=n, flip=flip)
+            zeros = np.zeros((n, size, size), np.float32)
+            predict_slices(model, zeros, text, batch_size=n, flip=flip, encoding=encoding)
         torch.cuda.synchronize(device)
         peaks.append(torch.cuda.max_memory_allocated(device) - base)
     per_slice = max((peaks[1] - peaks[0]) / 2.0, 1.0)
@@ -96,7 +103,13 @@ def slice_footprint(
 
 
 def resolve_batch_size(
-    option: int | str, model: nn.Module, text: Tensor, size: int, precision: Precision, flip: bool = False
+    option: int | str,
+    model: nn.Module,
+    text: Tensor,
+    size: int,
+    precision: Precision,
+    flip: bool = False,
+    encoding: InputEncoding = DEFAULT_INPUT_ENCODING,
 ) -> int:
     """The slices per forward pass for ``--batch-size option`` (module docstring).
 
@@ -107,6 +120,7 @@ def resolve_batch_size(
         size: side of the network input (the checkpoint's preprocessing size).
         precision: the inference precision (the footprint is measured in it).
         flip: flip test-time augmentation (doubles each forward pass).
+        encoding: the model's input encoding (``grey`` or ``caffe_bgr``).
 
     Raises:
         ConfigError: ``option`` is neither ``auto`` nor a positive integer.
@@ -118,14 +132,20 @@ def resolve_batch_size(
     device = text.device
     if device.type != "cuda":
         return CPU_BATCH_SIZE
-    per_slice, fixed = slice_footprint(model, text, size, precision, flip)
+    per_slice, fixed = slice_footprint(model, text, size, precision, flip, encoding)
     free, _ = torch.cuda.mem_get_info(device)
     cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     return slices_that_fit(int(free + cached), per_slice, fixed)
 
 
 def inference_options(
-    model: nn.Module, text: Tensor, size: int, batch_size: int | str, precision: str, flip: bool = False
+    model: nn.Module,
+    text: Tensor,
+    size: int,
+    batch_size: int | str,
+    precision: str,
+    flip: bool = False,
+    encoding: InputEncoding = DEFAULT_INPUT_ENCODING,
 ) -> tuple[int, Precision]:
     """``(slices per forward pass, precision)`` for the ``--batch-size`` and ``--precision`` options.
 
@@ -133,4 +153,4 @@ def inference_options(
         ConfigError: an invalid option, or a precision the device cannot run (``fp16`` on CPU).
     """
     resolved = resolve_precision(precision, text.device, "--precision")
-    return resolve_batch_size(batch_size, model, text, size, resolved, flip), resolved
+    return resolve_batch_size(batch_size, model, text, size, resolved, flip, encoding), resolved

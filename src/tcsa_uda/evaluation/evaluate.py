@@ -10,7 +10,10 @@ Three sources of predictions share one scoring path (:func:`score_case`):
   evaluate-folder.
 
 Every volume is predicted whole (no slice dropped) on its original voxel grid and compared
-with the original label file; distances in mm use the spacing of the ground-truth affine.
+with the original label file; distances in mm use the spacing of the ground-truth affine. The
+``released_batch32`` tail policy (``--parity mpscl``) then sets to background the last
+``D mod 32`` slices along the slicing axis, as the released evaluation leaves them, and records
+their number per case in ``meta["tail_slices"]``.
 :func:`run_evaluation` resolves the command-line inputs, evaluates and writes
 ``metrics.csv``, ``metrics.json``, ``summary.md`` and ``summary.tex`` (docs/evaluation.md).
 """
@@ -43,7 +46,7 @@ from tcsa_uda.evaluation.ground_truth import (
 from tcsa_uda.evaluation.inference import predict_stack, predict_volume
 from tcsa_uda.evaluation.model import LoadedModel, load_model, resolve_checkpoint
 from tcsa_uda.evaluation.predictions import find_predictions, read_prediction, safe_case_name
-from tcsa_uda.evaluation.settings import EvalSettings, score_case
+from tcsa_uda.evaluation.settings import EvalSettings, apply_tail_policy, score_case
 from tcsa_uda.evaluation.tables import TableRow, TableSpec, latex_table, markdown_table
 from tcsa_uda.metrics.volume import MetricAccumulator
 from tcsa_uda.precision import autocast
@@ -132,15 +135,22 @@ def evaluate_domain(
         )
     cases, unlabelled = ground_truth_cases(index, domain, split)
     text = loaded.text_for(domain, device)
-    batch, prec = inference_options(loaded.model, text, index.size, batch_size, precision, flip)
+    batch, prec = inference_options(
+        loaded.model, text, index.size, batch_size, precision, flip, encoding=loaded.input_encoding
+    )
+    tails: dict[str, int] = {}
 
     def predict(case: GroundTruthCase, gt: Volume) -> np.ndarray:
         prepared = case.prepared
         if prepared is None:
             raise DatasetError(f"case {case.id}: no prepared slices in {index.root}.")
+        image = np.asarray(prepared.load_image())
         with autocast(prec, text.device):
-            stack = np.asarray(prepared.load_image())
-            return predict_stack(loaded.model, stack, prepared.geometry, text, batch, flip).labels
+            labels = predict_stack(
+                loaded.model, image, prepared.geometry, text, batch, flip, encoding=loaded.input_encoding
+            ).labels
+        labels, tails[case.id] = apply_tail_policy(labels, prepared.geometry.axis, settings.tail_policy)
+        return labels
 
     meta = {
         "domain": domain,
@@ -150,7 +160,8 @@ def evaluate_domain(
         "batch_size": batch,
         "precision": prec,
     }
-    return _evaluate_cases(cases, predict, loaded.class_names, settings, meta, progress, save_dir)
+    acc = _evaluate_cases(cases, predict, loaded.class_names, settings, meta, progress, save_dir)
+    return _with_tails(acc, tails, settings)
 
 
 def evaluate_dataset(
@@ -182,16 +193,30 @@ def evaluate_dataset(
     prep = loaded.preprocessing
     cases, unlabelled = ground_truth_cases(spec, domain, split)
     text = loaded.text_for(domain, device)
-    batch, prec = inference_options(loaded.model, text, prep.size, batch_size, precision, flip)
+    batch, prec = inference_options(
+        loaded.model, text, prep.size, batch_size, precision, flip, encoding=loaded.input_encoding
+    )
+    tails: dict[str, int] = {}
 
     def predict(case: GroundTruthCase, gt: Volume) -> np.ndarray:
         if case.image is None:
             raise MissingPathError(f"case {case.id}: no image path to predict from.")
         image = load_nifti(case.image, channel=case.channel, what="image")
         with autocast(prec, text.device):
-            return predict_volume(
-                loaded.model, image.array, image.affine, text, prep, batch, flip, what=str(case.image)
-            ).labels
+            pred = predict_volume(
+                loaded.model,
+                image.array,
+                image.affine,
+                text,
+                prep,
+                batch,
+                flip,
+                what=str(case.image),
+                domain=domain,
+                encoding=loaded.input_encoding,
+            )
+        labels, tails[case.id] = apply_tail_policy(pred.labels, pred.geometry.axis, settings.tail_policy)
+        return labels
 
     meta = {
         "domain": domain,
@@ -201,7 +226,15 @@ def evaluate_dataset(
         "batch_size": batch,
         "precision": prec,
     }
-    return _evaluate_cases(cases, predict, loaded.class_names, settings, meta, progress, save_dir)
+    acc = _evaluate_cases(cases, predict, loaded.class_names, settings, meta, progress, save_dir)
+    return _with_tails(acc, tails, settings)
+
+
+def _with_tails(acc: MetricAccumulator, tails: dict[str, int], settings: EvalSettings) -> MetricAccumulator:
+    """Record the number of tail slices set to background per case (tail policies other than ``none``)."""
+    if settings.tail_policy != "none":
+        acc.meta = {**acc.meta, "tail_slices": dict(tails)}
+    return acc
 
 
 def evaluate_predictions(
@@ -225,6 +258,12 @@ def evaluate_predictions(
         DatasetError: see :func:`read_prediction`.
     """
     settings = settings or EvalSettings()
+    if settings.tail_policy != "none":
+        raise ConfigError(
+            f"tail policy {settings.tail_policy}: it sets to background the slices a released evaluation never "
+            "predicted, which needs the model; label maps on disk are scored as they are. For the other mpscl "
+            "conventions use --units vox --assd-variant mean_of_means --empty-policy mpscl."
+        )
     pred_dir = Path(pred_dir)
     files = find_predictions(pred_dir)
     cases, unlabelled = ground_truth_cases(source, domain, split)
@@ -399,6 +438,7 @@ def run_evaluation(
             "source": ck.get("source"),
             "target": ck.get("target"),
             "preprocessing": loaded.preprocessing.to_dict(),
+            "input_encoding": loaded.input_encoding,
         }
         meta["flip"] = flip  # the batch size and precision used are recorded by evaluate_domain/evaluate_dataset
     acc.meta = {**meta, **acc.meta, "settings": settings.to_dict(), "model_selection": model_selection, "ddof": 0}
@@ -407,6 +447,7 @@ def run_evaluation(
         assd_metric=settings.table_assd_metric,
         empty_policy=settings.empty_policy,
         parity=settings.parity,
+        tail_policy=settings.tail_policy,
         model_selection=model_selection,
         domain=domain,
         split=split,

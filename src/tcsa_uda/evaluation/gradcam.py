@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tcsa_uda.data.slices import to_three_channels
+from tcsa_uda.data.encoding import InputEncoding, check_input_encoding, encode_slices
 from tcsa_uda.errors import ConfigError
 
 __all__ = ["GradCamResult", "grad_cam"]
@@ -58,24 +58,28 @@ def grad_cam(
     text: Tensor,
     classes: Sequence[int],
     batch_size: int = 8,
+    *,
+    encoding: InputEncoding,
 ) -> GradCamResult:
     """Grad-CAM maps of the main head for each class on each slice.
 
     Args:
         model: a segmenter returning ``SegmenterOutput`` (``main`` and ``f_hi``); it is put in
             eval mode by the caller (BatchNorm statistics must not change).
-        slices: ``(S, H, W)`` normalised grey slices (repeated to 3 channels here), on the CPU.
+        slices: ``(S, H, W)`` normalised grey slices (encoded to the network input here), on the CPU.
         text: ``(C, D_text)`` text embeddings of the slices' modality, on the model's device.
         classes: class ids (``0 <= c < C``) to compute maps for.
         batch_size: slices per forward/backward pass.
+        encoding: the model's input encoding (``LoadedModel.input_encoding``).
 
     Returns:
         :class:`GradCamResult` with ``(S, K, H, W)`` maps.
 
     Raises:
         ConfigError: ``slices`` is not ``(S, H, W)``, ``classes`` is empty or holds an id
-            outside the model's classes, or ``batch_size`` is not positive.
+            outside the model's classes, ``batch_size`` is not positive, or ``encoding`` is unknown.
     """
+    check_input_encoding(encoding)
     stack = slices if isinstance(slices, Tensor) else torch.from_numpy(np.array(slices, dtype=np.float32))
     if stack.dim() != 3 or stack.shape[0] < 1:
         raise ConfigError(f"grad_cam slices: expected a (S, H, W) stack with S >= 1, found shape {tuple(stack.shape)}.")
@@ -89,7 +93,7 @@ def grad_cam(
     size = (int(stack.shape[-2]), int(stack.shape[-1]))
     maps, preds, whole = [], [], []
     for start in range(0, stack.shape[0], batch_size):
-        x = to_three_channels(stack[start : start + batch_size]).to(device)  # (b, 3, H, W)
+        x = encode_slices(stack[start : start + batch_size], encoding).to(device)  # (b, 3, H, W)
         m, p, w = _batch_cam(model, x, text, ids, size)
         maps.append(m)
         preds.append(p)

@@ -307,7 +307,9 @@ def predict_paths(
     domain = check_model_for(loaded, domain, classes)
     settings = loaded.preprocessing
     text = loaded.text_for(domain, device)
-    batch, prec = inference_options(loaded.model, text, settings.size, batch_size, precision, flip)
+    batch, prec = inference_options(
+        loaded.model, text, settings.size, batch_size, precision, flip, encoding=loaded.input_encoding
+    )
     inputs = _without_previous_outputs(find_inputs(input_path), Path(input_path), Path(out))
     out = Path(out)
     sources = {p.resolve() for item in inputs for p in (item.source, *item.dicom_files) if p.is_file()}
@@ -334,12 +336,14 @@ def predict_paths(
                 flip,
                 keep_probabilities=probabilities,
                 what=what,
+                domain=domain,
+                encoding=loaded.input_encoding,
             )
         save_nifti(labels_path, pred.labels, vol.affine, vol.header, kind="label")
         if prob_path is not None and pred.probabilities is not None:
             probs = np.moveaxis(pred.probabilities, 0, -1).astype(np.float32)
             save_nifti(prob_path, probs, vol.affine, vol.header, kind="probability")
-        records.append(PredictionRecord(item.source, item.kind, labels_path, prob_path, tuple(vol.array.shape)))  # type: ignore[arg-type]
+        records.append(PredictionRecord(item.source, item.kind, labels_path, prob_path, tuple(vol.array.shape)))
     atomic_write_json(
         out / RECORD_FILE,
         {
@@ -348,6 +352,7 @@ def predict_paths(
             "domain": domain,
             "class_names": {str(i): n for i, n in enumerate(loaded.class_names)},
             "preprocessing": settings.to_dict(),
+            "input_encoding": loaded.input_encoding,
             "flip": flip,
             "batch_size": batch,
             "precision": prec,

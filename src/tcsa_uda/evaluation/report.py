@@ -299,13 +299,15 @@ def build_report(
     images, labels = load_slices(refs)
     titles = [r.title for r in refs]
     text = loaded.text_for(domain, device)
-    prob = predict_slices(loaded.model, images, text, batch_size=options.batch_size)  # (N, C, H, W)
+    prob = predict_slices(
+        loaded.model, images, text, batch_size=options.batch_size, encoding=loaded.input_encoding
+    )  # (N, C, H, W)
     pred = prob.argmax(axis=1)
     plot_overlays(images, labels, pred, loaded.class_names, titles, out / FIGURE_FILES["overlays"])
     figures["overlays"] = out / FIGURE_FILES["overlays"]
 
     fg = list(range(1, len(loaded.class_names)))
-    cam = grad_cam(loaded.model, images, text, fg, batch_size=options.batch_size)
+    cam = grad_cam(loaded.model, images, text, fg, batch_size=options.batch_size, encoding=loaded.input_encoding)
     plot_gradcam(images, cam.maps, fg, loaded.class_names, titles, out / FIGURE_FILES["gradcam"], ground_truth=labels)
     figures["gradcam"] = out / FIGURE_FILES["gradcam"]
     n_whole = int(cam.whole_image.sum())
@@ -383,7 +385,7 @@ def _tsne_section(
                 pixel_features(
                     model.model, images, labels, model.text_for(d, device), k, domains,
                     per_class=options.tsne_per_class, feature=options.feature,
-                    seed=options.seed + k, batch_size=options.batch_size,
+                    seed=options.seed + k, batch_size=options.batch_size, encoding=model.input_encoding,
                 )
             )  # fmt: skip
         samples = PixelFeatures.concat(parts)

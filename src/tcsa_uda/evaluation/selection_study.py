@@ -101,7 +101,8 @@ def replay(rows: Sequence[Mapping[str, float]], criterion: str) -> int:
             f"selection study: criterion {criterion!r} was not logged; logged: "
             f"{sorted(k for k in rows[0] if k != 'step')}."
         )
-    selector = Selector(cfg=SelectionConfig(criterion=criterion), source="", target="")  # type: ignore[arg-type]
+    # replays logged scores only (no forward pass): the input encoding is never used
+    selector = Selector(cfg=SelectionConfig(criterion=criterion), source="", target="", encoding="grey")  # type: ignore[arg-type]
     for row in rows:
         selector.update(int(row["step"]), dict(row))
     if selector.best_iteration < 0:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tcsa_uda.data.slices import to_three_channels
+from tcsa_uda.data.encoding import InputEncoding, check_input_encoding, encode_slices
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.losses.prototype import downsample_labels
 
@@ -122,6 +122,8 @@ def pixel_features(
     feature: str = "f_hi",
     seed: int = 0,
     batch_size: int = 8,
+    *,
+    encoding: InputEncoding,
 ) -> PixelFeatures:
     """Sample up to ``per_class`` pixel features of every class present in ``labels``.
 
@@ -137,13 +139,15 @@ def pixel_features(
         seed: seed of the pixel sampling (the same seed picks the same pixels for two models
             of the same architecture, so "before" and "after" embed the same pixels).
         batch_size: slices per forward pass.
+        encoding: the model's input encoding (``LoadedModel.input_encoding``).
 
     Returns:
         :class:`PixelFeatures` with classes in increasing order.
 
     Raises:
-        ConfigError: unknown ``feature``, mismatched shapes, or a non-positive ``per_class``.
+        ConfigError: unknown ``feature`` or ``encoding``, mismatched shapes, or a non-positive ``per_class``.
     """
+    check_input_encoding(encoding)
     if feature not in FEATURES:
         raise ConfigError(f"t-SNE feature: expected one of {', '.join(FEATURES)}, found {feature!r}.")
     if slices.ndim != 3 or labels.shape != slices.shape:
@@ -157,7 +161,7 @@ def pixel_features(
         raise ConfigError(f"pixel_features domain: expected an index in 0..{len(domain_names) - 1}, found {domain}.")
     feats, labs = [], []
     for start in range(0, slices.shape[0], batch_size):
-        x = to_three_channels(np.asarray(slices[start : start + batch_size])).to(text.device)  # (b, 3, H, W)
+        x = encode_slices(np.asarray(slices[start : start + batch_size]), encoding).to(text.device)  # (b, 3, H, W)
         f = getattr(model(x, text), feature)  # (b, D, h, w)
         y = torch.from_numpy(np.array(labels[start : start + batch_size], dtype=np.int64))  # (b, H, W)
         y = downsample_labels(y, tuple(f.shape[-2:]))  # (b, h, w)

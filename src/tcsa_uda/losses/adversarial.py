@@ -20,6 +20,7 @@ from torch import Tensor
 
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.precision import float32
+from tcsa_uda.train_config import Fidelity
 
 __all__ = [
     "DISCRIMINATOR_INPUTS",
@@ -41,51 +42,63 @@ Domain = Literal["source", "target"]
 DISCRIMINATOR_INPUTS: Final[tuple[str, ...]] = ("softmax", "entropy")
 DOMAINS: Final[tuple[str, ...]] = ("source", "target")
 _DOMAIN_LABEL: Final[dict[str, float]] = {"source": SOURCE_LABEL, "target": TARGET_LABEL}
+#: the released code's ``prob_2_entropy`` adds this to ``p`` inside the logarithm
+RELEASED_LOG_EPS: Final[float] = 1e-7
 
 
 @float32
-def self_information_map(prob: Tensor) -> Tensor:
+def self_information_map(prob: Tensor, mode: Fidelity = "paper") -> Tensor:
     """Weighted self-information ``-p log2(p) / log2(C)`` per class (ADVENT's entropy map).
 
     Summed over the class axis it is the entropy normalised to ``[0, 1]``: 1 for a uniform
-    distribution, 0 for a one-hot one. ``p`` is clamped to the smallest normal float inside the
-    logarithm only, so ``p = 0`` gives 0 with a finite gradient.
+    distribution, 0 for a one-hot one.
+
+    * ``paper``: ``p`` is clamped to the smallest normal float inside the logarithm only, so
+      ``p = 0`` gives exactly 0 with a finite gradient.
+    * ``released``: ``-p log2(p + 1e-7) / log2(C)``, the released code's formula (differs from
+      ``paper`` by at most ~1e-7 per entry).
 
     Args:
         prob: Class probabilities, shape ``(B, C, H, W)`` with ``C >= 2``.
+        mode: ``"paper"`` or ``"released"``.
 
     Returns:
-        Map of shape ``(B, C, H, W)``, each entry in ``[0, 1 / (e ln C)]``.
+        Map of shape ``(B, C, H, W)``, each entry in ``[0, 1 / (e ln C)]`` (``paper``).
 
     Raises:
-        ConfigError: ``prob`` is not 4-D or has fewer than 2 classes.
+        ConfigError: ``prob`` is not 4-D or has fewer than 2 classes, or ``mode`` is unknown.
     """
     if prob.dim() != 4 or prob.shape[1] < 2:
         raise ConfigError(f"prob: expected shape (B, C, H, W) with C >= 2, found {tuple(prob.shape)}.")
+    if mode == "released":
+        return -prob * torch.log2(prob + RELEASED_LOG_EPS) / math.log2(prob.shape[1])
+    if mode != "paper":
+        raise ConfigError(f"mode: expected 'paper' or 'released', found {mode!r}.")
     tiny = torch.finfo(prob.dtype).tiny
     return -prob * torch.log(prob.clamp_min(tiny)) / math.log(prob.shape[1])
 
 
 @float32
-def discriminator_input(logits: Tensor, kind: DiscriminatorInput) -> Tensor:
+def discriminator_input(logits: Tensor, kind: DiscriminatorInput, mode: Fidelity = "paper") -> Tensor:
     """Map logits to the discriminator input ``phi(p)``.
 
     Args:
         logits: Segmentation logits, shape ``(B, C, H, W)``.
         kind: ``"softmax"`` (stage 1) or ``"entropy"`` (stage 2, :func:`self_information_map`).
+        mode: fidelity of the entropy map (``"paper"`` or ``"released"``, :func:`self_information_map`).
 
     Returns:
         Tensor of shape ``(B, C, H, W)``.
 
     Raises:
-        ConfigError: ``kind`` is not a valid option or ``logits`` is not 4-D.
+        ConfigError: ``kind`` or ``mode`` is not a valid option or ``logits`` is not 4-D.
     """
     if kind not in DISCRIMINATOR_INPUTS:
         raise ConfigError(f"kind: expected one of {', '.join(DISCRIMINATOR_INPUTS)}, found {kind!r}.")
     if logits.dim() != 4:
         raise ConfigError(f"logits: expected shape (B, C, H, W), found {tuple(logits.shape)}.")
     prob = torch.softmax(logits, dim=1)
-    return self_information_map(prob) if kind == "entropy" else prob
+    return self_information_map(prob, mode) if kind == "entropy" else prob
 
 
 @float32

@@ -1,4 +1,4 @@
-"""Vision-language covariance cosine loss, VLCoL (docs/method.md, Losses 4 and Two fidelity modes).
+"""Vision-language covariance cosine loss, VLCoL (docs/method.md, Losses 4 and Fidelity modes).
 
 TCSA-UDA (Maurya et al., arXiv 2511.05782) asks the per-class visual prototypes to have the same
 inter-class relations as the projected text embeddings of the class prompts. With ``P`` and ``T``
@@ -6,10 +6,16 @@ the row-wise L2-normalised prototypes and text projections of the classes ``K`` 
 
 ``S_v = P P^T``, ``S_t = T T^T``, ``L_vl = 1 - cos(vec S_v, vec S_t)``.
 
-Prototypes come from a memory bank updated with the current batch
-(``p~_k = lambda M_k.detach() + (1 - lambda) p_k``). Fidelity ``paper`` lets the loss reach the
-visual features through ``p_k``; fidelity ``released`` detaches the visual side as the authors'
-code does, so only the text projection receives gradient.
+Two fidelity modes (docs/method.md, Paper vs released fidelity):
+
+* ``paper``: one bank per domain (the method builds two), updated once per batch with the batch
+  centroid ``p_k`` of each present class (``p~_k = lambda M_k.detach() + (1 - lambda) p_k``);
+  the loss reaches the visual features through ``p_k``.
+* ``released``: the authors' code -- ONE bank that the source and the target calls share, updated
+  image by image and class by class (background included) with the detached per-image class mean
+  ``sum / (count + 1e-6)`` (``M_k <- p`` the first time, then ``M_k <- lambda M_k + (1 - lambda) p``,
+  so with ``B`` images per call the old bank keeps ``lambda^B``); the loss is computed on the
+  (detached) bank rows of the classes seen so far, so only the text projection receives gradient.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from torch import Tensor, nn
 
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.losses.prototype import batch_centroids, downsample_labels
+from tcsa_uda.losses.segmentation import check_label_range
 from tcsa_uda.precision import float32
 from tcsa_uda.train_config import Fidelity
 
@@ -29,6 +36,8 @@ __all__ = ["FIDELITY_MODES", "FidelityMode", "VLCovarianceLoss", "covariance_cos
 
 FidelityMode = Fidelity
 FIDELITY_MODES: Final[tuple[str, ...]] = ("paper", "released")
+#: the released code divides a class's pixel sum by ``count + RELEASED_COUNT_EPS``
+RELEASED_COUNT_EPS: Final[float] = 1e-6
 
 
 @float32
@@ -60,13 +69,19 @@ def covariance_cosine_loss(protos: Tensor, text: Tensor) -> Tensor:
 
 
 class VLCovarianceLoss(nn.Module):
-    """VLCoL with a memory bank of class prototypes for one domain.
+    """VLCoL with a memory bank of class prototypes.
 
-    On each call, for every class ``k`` present in ``labels``: ``p_k`` is the mean of ``f_vis``
-    over its pixels; ``p~_k = lambda M_k.detach() + (1 - lambda) p_k`` (``p~_k = p_k`` the first
-    time the class is seen); ``p~_k.detach()`` is written to the bank. The loss is taken over the
-    classes seen so far: present classes use ``p~_k`` (with gradient in ``paper`` mode), the
-    others their bank row.
+    ``paper`` mode (one instance per domain): on each call, for every class ``k`` present in
+    ``labels``: ``p_k`` is the mean of ``f_vis`` over its pixels of the whole batch;
+    ``p~_k = lambda M_k.detach() + (1 - lambda) p_k`` (``p~_k = p_k`` the first time the class is
+    seen); ``p~_k.detach()`` is written to the bank. The loss is taken over the classes seen so far:
+    present classes use ``p~_k`` (with gradient), the others their bank row.
+
+    ``released`` mode (one instance shared by the source and the target calls): the bank is updated
+    image by image, each image's present classes in turn, with the detached image mean
+    ``p = sum / (count + 1e-6)`` (``M_k <- p`` when ``k`` was never seen, else
+    ``M_k <- lambda M_k + (1 - lambda) p``); the loss compares the bank rows of the seen classes with
+    the text, so no gradient reaches ``f_vis``.
 
     Bank initialisation: the bank starts at zeros with ``seen`` all False, and a class's first
     prototype is stored as is rather than blended with the zero row. Blending with zeros would not
@@ -78,7 +93,8 @@ class VLCovarianceLoss(nn.Module):
         dim: Visual embedding dimension D (256 in the paper).
         bank_momentum: ``lambda``, weight of the bank (0.5 for MR->CT, 0.9 for CT->MR in the
             released code).
-        mode: ``"paper"`` (gradient reaches ``f_vis``) or ``"released"`` (``f_vis`` detached).
+        mode: ``"paper"`` (batch update, gradient reaches ``f_vis``) or ``"released"`` (image-by-image
+            update of a bank shared by both domains, ``f_vis`` detached).
 
     Attributes:
         bank: Buffer ``(C, D)`` of detached prototypes.
@@ -110,8 +126,9 @@ class VLCovarianceLoss(nn.Module):
         self.register_buffer("bank", torch.zeros(num_classes, dim))
         self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
 
+    @float32  # the released mode's per-image class means are a batched matrix product
     def forward(self, f_vis: Tensor, labels: Tensor, text: Tensor) -> Tensor:
-        """Update the bank with one batch and return ``L_vl``.
+        """Update the bank with one batch and return ``L_vl`` (in float32 under any autocast).
 
         Args:
             f_vis: Visual embeddings, shape ``(B, D, h, w)``.
@@ -120,7 +137,8 @@ class VLCovarianceLoss(nn.Module):
             text: Projected text embeddings of all classes, shape ``(C, D)``.
 
         Returns:
-            Scalar loss; a zero connected to ``text`` while fewer than 2 classes have been seen.
+            Scalar loss; a zero connected to ``text`` while fewer than 2 classes have been seen (the
+            released code returns a fresh zero there; the gradient is zero in both).
 
         Raises:
             ConfigError: Shapes disagree with ``(num_classes, dim)`` or with each other.
@@ -130,9 +148,9 @@ class VLCovarianceLoss(nn.Module):
             raise ConfigError(f"f_vis: expected shape (B, {self.dim}, h, w), found {tuple(f_vis.shape)}.")
         if tuple(text.shape) != (self.num_classes, self.dim):
             raise ConfigError(f"text: expected shape ({self.num_classes}, {self.dim}), found {tuple(text.shape)}.")
-        if self.mode == "released":
-            f_vis = f_vis.detach()  # released code: no gradient to the image encoder
         y = downsample_labels(labels, (f_vis.shape[2], f_vis.shape[3]))  # (B, h, w)
+        if self.mode == "released":
+            return self._forward_released(f_vis, y, text)
         p, present = batch_centroids(f_vis, y, self.num_classes)  # (C, D), (C,)
         lam = self.bank_momentum
         bank = self.bank.detach().clone()
@@ -145,6 +163,30 @@ class VLCovarianceLoss(nn.Module):
         if keep.numel() < 2:
             return text.sum() * 0.0 + protos.sum() * 0.0
         return covariance_cosine_loss(protos[keep], text[keep])
+
+    def _forward_released(self, f_vis: Tensor, y: Tensor, text: Tensor) -> Tensor:
+        """The released code's update (image by image) and loss (bank rows vs text); ``y`` is ``(B, h, w)``."""
+        b, d = f_vis.shape[:2]
+        if y.shape[0] != b:
+            raise ConfigError(
+                f"labels: expected {b} label maps to match f_vis {tuple(f_vis.shape)}, found {y.shape[0]}."
+            )
+        check_label_range(y, self.num_classes)
+        feats = f_vis.detach().permute(0, 2, 3, 1).reshape(b, -1, d).to(torch.float32)  # (B, h*w, D)
+        onehot = F.one_hot(y.reshape(b, -1).long(), self.num_classes).to(torch.float32)  # (B, h*w, C)
+        counts = onehot.sum(dim=1)  # (B, C)
+        means = (onehot.transpose(1, 2) @ feats) / (counts[..., None] + RELEASED_COUNT_EPS)  # (B, C, D)
+        lam = self.bank_momentum
+        with torch.no_grad():
+            for i in range(b):  # sequential: each image blends into what the previous one wrote
+                present = counts[i] >= 1  # (C,)
+                blended = torch.where(self.seen[:, None], lam * self.bank + (1.0 - lam) * means[i], means[i])
+                self.bank.copy_(torch.where(present[:, None], blended, self.bank))
+                self.seen |= present
+        keep = self.seen.nonzero().squeeze(1)  # (|K|,)
+        if keep.numel() < 2:
+            return text.sum() * 0.0
+        return covariance_cosine_loss(self.bank[keep].clone(), text[keep])
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, dim={self.dim}, bank_momentum={self.bank_momentum}, mode={self.mode!r}"

@@ -4,6 +4,10 @@
 the main and one on the auxiliary output; it is also stage 1 (warm-up) of TCSA-UDA (docs/method.md,
 Training). ``advent`` (Vu et al., CVPR 2019) feeds weighted self-information maps instead, the
 adversarial input of TCSA-UDA's stage 2.
+
+In ``released`` fidelity the discriminators are the released code's BatchNorm PatchGANs
+(:func:`~tcsa_uda.models.discriminator.build_discriminator` ``norm="batch"``) and the entropy map
+is its ``-p log2(p + 1e-7) / log2(C)`` (docs/method.md, Paper vs released fidelity).
 """
 
 from __future__ import annotations
@@ -48,7 +52,12 @@ class OutputSpaceAdversarial(UDAMethod):
     def build_discriminators(self) -> nn.ModuleDict:
         c = self.ctx.num_classes
         w = self.ctx.disc_width
-        return nn.ModuleDict({"main": build_discriminator(c, w), "aux": build_discriminator(c, w)})
+        norm = self.discriminator_norm()
+        return nn.ModuleDict({"main": build_discriminator(c, w, norm), "aux": build_discriminator(c, w, norm)})
+
+    def discriminator_norm(self) -> str:
+        """``batch`` (the released code's BatchNorm PatchGAN) in ``released`` fidelity, else ``none``."""
+        return "batch" if self.ctx.fidelity == "released" else "none"
 
     def adversarial_loss(self, out: StepOutputs) -> Tensor:
         """Generator side: target predictions should be classified as source."""
@@ -56,8 +65,8 @@ class OutputSpaceAdversarial(UDAMethod):
         kind = self.adversarial_input
         d = self.disc
         return generator_adversarial_loss(
-            d["main"](discriminator_input(main_t, kind)),
-            d["aux"](discriminator_input(aux_t, kind)),
+            d["main"](discriminator_input(main_t, kind, self.ctx.fidelity)),
+            d["aux"](discriminator_input(aux_t, kind, self.ctx.fidelity)),
             w_main=self.options.adv_main,
             w_aux=self.options.adv_aux,
         )
@@ -72,12 +81,15 @@ class OutputSpaceAdversarial(UDAMethod):
     def discriminator_loss(self, out: StepOutputs) -> tuple[Tensor | None, dict[str, float]]:
         main_t, aux_t = out.target_logits()
         kind = self.adversarial_input
+        mode = self.ctx.fidelity
         d = self.disc
         losses: list[Tensor] = []
         logs: dict[str, float] = {}
         for key, s, t in (("main", out.main_s, main_t), ("aux", out.aux_s, aux_t)):
+            # Source and target maps go through the discriminator in separate calls (BatchNorm
+            # statistics of one domain each in released fidelity).
             loss = discriminator_loss(
-                d[key](discriminator_input(s.detach(), kind)), d[key](discriminator_input(t.detach(), kind))
+                d[key](discriminator_input(s.detach(), kind, mode)), d[key](discriminator_input(t.detach(), kind, mode))
             )
             logs[f"d_{key}"] = float(loss.detach())
             losses.append(loss)

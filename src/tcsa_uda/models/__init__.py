@@ -8,9 +8,10 @@ from tcsa_uda.models.backbones import (
     light_resnet,
     load_backbone_weights,
 )
-from tcsa_uda.models.discriminator import PatchDiscriminator, build_discriminator
+from tcsa_uda.models.discriminator import DISCRIMINATOR_NORMS, PatchDiscriminator, build_discriminator
 from tcsa_uda.models.factory import available_models, build_segmenter, register_segmenter
 from tcsa_uda.models.segmenter import (
+    MODEL_VARIANTS,
     PARAMETER_GROUPS,
     SegmenterOutput,
     TCSASegmenter,
@@ -29,6 +30,8 @@ from tcsa_uda.models.tcsa_head import (
 )
 
 __all__ = [
+    "DISCRIMINATOR_NORMS",
+    "MODEL_VARIANTS",
     "PARAMETER_GROUPS",
     "ASPPClassifier",
     "DilatedResNet",

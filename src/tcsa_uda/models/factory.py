@@ -5,6 +5,9 @@ heads on a ResNet-18-like backbone (base width 32 by default) for CPU runs and t
 network registers a builder with :func:`register_segmenter`; the tests loop over
 :func:`available_models`, so it is tested automatically.
 
+Every builder takes ``variant`` (``paper`` or ``released``: the authors' code-exact forward pass,
+docs/method.md, Paper vs released fidelity).
+
 Example::
 
     model = build_segmenter("light", num_classes=5, text_dim=384, base_width=16)
@@ -45,15 +48,15 @@ def register_segmenter(name: str) -> Callable[[SegmenterBuilder], SegmenterBuild
 
 
 @register_segmenter("deeplabv2_r101")
-def _deeplabv2_r101(num_classes: int, text_dim: int) -> TCSASegmenter:
-    """The paper configuration: DeepLab-v2 ResNet-101 with the TCSA heads."""
-    return TCSASegmenter(deeplabv2_resnet101(), num_classes, text_dim)
+def _deeplabv2_r101(num_classes: int, text_dim: int, variant: str = "paper") -> TCSASegmenter:
+    """The paper configuration: DeepLab-v2 ResNet-101 with the TCSA heads (``variant``: paper or released)."""
+    return TCSASegmenter(deeplabv2_resnet101(), num_classes, text_dim, variant=variant)
 
 
 @register_segmenter("light")
-def _light(num_classes: int, text_dim: int, base_width: int = 32) -> TCSASegmenter:
+def _light(num_classes: int, text_dim: int, base_width: int = 32, variant: str = "paper") -> TCSASegmenter:
     """ResNet-18-like backbone (channels ``base_width * (1, 2, 4, 8)``) with the TCSA heads."""
-    return TCSASegmenter(light_resnet(base_width), num_classes, text_dim)
+    return TCSASegmenter(light_resnet(base_width), num_classes, text_dim, variant=variant)
 
 
 def available_models() -> list[str]:
@@ -72,7 +75,8 @@ def build_segmenter(
         text_dim: width of the class-prompt embeddings (>= 1).
         weights: optional local file with a backbone state_dict (see
             :func:`~tcsa_uda.models.backbones.load_backbone_weights`); ``None`` keeps the random init.
-        **kwargs: options of the chosen network (``light``: ``base_width``).
+        **kwargs: options of the chosen network (both: ``variant`` ``paper``/``released``, see
+            :data:`~tcsa_uda.models.segmenter.MODEL_VARIANTS`; ``light``: ``base_width``).
 
     Returns:
         The network, in train mode.

@@ -1,9 +1,10 @@
 """Slice-level inference: a stack of normalised 2D slices through a segmenter, in batches.
 
 Shared by the training engine (label-free model selection) and the evaluation stage (whole
-volumes, :mod:`tcsa_uda.evaluation.inference`), so both see the same forward pass: grey slices
-repeated to 3 channels, logits upsampled to the slice size (bilinear, ``align_corners=True``,
-as the released code does), no slice dropped to fill a batch.
+volumes, :mod:`tcsa_uda.evaluation.inference`), so both see the same forward pass: slices through
+the model's input encoding (:func:`tcsa_uda.data.encoding.encode_slices`), logits upsampled to
+the slice size (bilinear, ``align_corners=True``, as the released code does), no slice dropped to
+fill a batch.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tcsa_uda.data.slices import to_three_channels
+from tcsa_uda.data.encoding import InputEncoding, check_input_encoding, encode_slices
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.models.segmenter import upsample_logits
 
@@ -29,7 +30,12 @@ def check_batch_size(batch_size: int) -> None:
 
 @torch.no_grad()
 def slice_logits(
-    model: nn.Module, slices: np.ndarray | Tensor, text: Tensor, batch_size: int = 16
+    model: nn.Module,
+    slices: np.ndarray | Tensor,
+    text: Tensor,
+    batch_size: int = 16,
+    *,
+    encoding: InputEncoding,
 ) -> Iterator[tuple[int, Tensor, Tensor]]:
     """Main and auxiliary logits of a slice stack, batch by batch.
 
@@ -38,16 +44,18 @@ def slice_logits(
         slices: (S, H, W) float32 normalised slices.
         text: (C, D_text) text embeddings of the slices' modality, on the model's device.
         batch_size: slices per forward pass (the last batch may be smaller).
+        encoding: the model's input encoding (``grey`` or ``caffe_bgr``).
 
     Yields:
         ``(start, main, aux)``: the index of the batch's first slice and its (b, C, H, W) main and
         auxiliary logits, upsampled to the slice size, on the model's device.
     """
     check_batch_size(batch_size)
+    check_input_encoding(encoding)
     device = text.device
     size = tuple(slices.shape[-2:])
     for start in range(0, slices.shape[0], batch_size):
-        x = to_three_channels(slices[start : start + batch_size]).to(device)  # (b, 3, H, W)
+        x = encode_slices(slices[start : start + batch_size], encoding).to(device)  # (b, 3, H, W)
         out = model(x, text)
         yield start, upsample_logits(out.main, size), upsample_logits(out.aux, size)
 
@@ -59,6 +67,8 @@ def predict_slices(
     text: Tensor,
     batch_size: int = 16,
     flip: bool = False,
+    *,
+    encoding: InputEncoding,
 ) -> np.ndarray:
     """Class probabilities of the main head on a slice stack.
 
@@ -69,17 +79,19 @@ def predict_slices(
         batch_size: slices per forward pass (the last batch may be smaller; with ``flip`` the pass holds 2x).
         flip: average with the prediction of the horizontally flipped slices (test-time augmentation).
             The slices and their mirror images go through ONE forward pass (a batch of 2b).
+        encoding: the model's input encoding (``grey`` or ``caffe_bgr``).
 
     Returns:
         (S, C, H, W) float32 softmax probabilities (upsampled and normalised in float32 also when
         the caller runs the network under autocast).
     """
     check_batch_size(batch_size)
+    check_input_encoding(encoding)
     device = text.device
     out = []
     size = tuple(slices.shape[-2:])
     for start in range(0, slices.shape[0], batch_size):
-        x = to_three_channels(slices[start : start + batch_size]).to(device)  # (b, 3, H, W)
+        x = encode_slices(slices[start : start + batch_size], encoding).to(device)  # (b, 3, H, W)
         b = x.shape[0]
         if flip:
             x = torch.cat([x, torch.flip(x, dims=[-1])])  # (2b, 3, H, W)

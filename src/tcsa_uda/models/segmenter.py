@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -27,7 +28,19 @@ from tcsa_uda.models.tcsa_head import (
     VisualEmbeddingHead,
 )
 
-__all__ = ["PARAMETER_GROUPS", "SegmenterOutput", "TCSASegmenter", "parameter_groups", "upsample_logits"]
+__all__ = [
+    "MODEL_VARIANTS",
+    "PARAMETER_GROUPS",
+    "SegmenterOutput",
+    "TCSASegmenter",
+    "parameter_groups",
+    "upsample_logits",
+]
+
+MODEL_VARIANTS: Final[tuple[str, ...]] = ("paper", "released")
+"""``paper``: the network as the paper describes it. ``released``: code-exact to the authors' release
+(attention ReLUs and dropouts, the release's initialisation of the attention projections and of the
+aux ASPP and embedding heads); same modules and state-dict keys (docs/method.md, Paper vs released fidelity)."""
 
 #: Child modules of :class:`TCSASegmenter` in each optimiser group (docs/method.md, Training):
 #: ``backbone`` SGD lr x1, ``heads`` SGD lr x10, ``fusion`` AdamW.
@@ -75,13 +88,16 @@ class TCSASegmenter(nn.Module):
         num_heads: attention heads of the fusion transformer (paper: 3, each ``embed_dim`` wide).
         dynamic_channels: output channels of the generated 1x1 conv (paper: 128).
         head_channels: hidden channels of the segmentation head (paper: 64).
+        variant: ``paper`` or ``released`` (:data:`MODEL_VARIANTS`); checkpoints record it in
+            ``model_kwargs`` so the same forward pass is rebuilt.
 
     Attributes:
         hi_channels: ``D_hi``, channels of ``f_hi``.
         embed_dim: ``E``, channels of ``f_vis`` and width of ``text``.
 
     Raises:
-        ConfigError: if ``num_classes < 2`` or ``text_dim < 1`` (or a head width is invalid).
+        ConfigError: if ``num_classes < 2``, ``text_dim < 1``, an unknown ``variant`` (or a head
+            width is invalid).
     """
 
     def __init__(
@@ -94,8 +110,13 @@ class TCSASegmenter(nn.Module):
         num_heads: int = 3,
         dynamic_channels: int = 128,
         head_channels: int = 64,
+        variant: str = "paper",
     ) -> None:
         super().__init__()
+        if variant not in MODEL_VARIANTS:
+            raise ConfigError(
+                f"TCSASegmenter 'variant': expected one of {', '.join(MODEL_VARIANTS)}, found {variant!r}."
+            )
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
             raise ConfigError(
                 f"TCSASegmenter 'num_classes': expected an integer >= 2 (background included), found {num_classes!r}."
@@ -105,6 +126,7 @@ class TCSASegmenter(nn.Module):
         self.num_classes = num_classes
         self.text_dim = text_dim
         self.embed_dim = embed_dim
+        self.variant = variant
         self.hi_channels = int(backbone.out_channels)
         self.in_channels = int(backbone.in_channels)
         self.backbone = backbone
@@ -112,9 +134,27 @@ class TCSASegmenter(nn.Module):
         self.embed_head = VisualEmbeddingHead(self.hi_channels, embed_dim, embed_channels)
         self.text_proj = TextProjection(text_dim, embed_dim)
         self.global_token = GlobalToken(self.hi_channels, embed_dim)
-        self.fusion = FusionTransformer(embed_dim, num_heads=num_heads, head_dim=embed_dim, mlp_dim=2 * embed_dim)
+        self.fusion = FusionTransformer(
+            embed_dim, num_heads=num_heads, head_dim=embed_dim, mlp_dim=2 * embed_dim, variant=variant
+        )
         self.controller = DynamicController(embed_dim, embed_dim, dynamic_channels, hidden_dim=2 * embed_dim)
         self.seg_head = SegmentationHead(dynamic_channels, num_classes, head_channels)
+        if variant == "released":
+            self._reset_heads_released()
+
+    def _reset_heads_released(self) -> None:
+        """The release's initialisation of the aux ASPP and the embedding head (DeepLab-v2 style).
+
+        Every convolution weight ``N(0, 0.01)``; the ASPP biases keep PyTorch's default uniform
+        initialisation (the release does not zero them); BatchNorm weight 1, bias 0 (PyTorch's default).
+        """
+        for conv in self.aux_head.branches:
+            if isinstance(conv, nn.Conv2d):
+                conv.reset_parameters()  # PyTorch default, biases included
+                nn.init.normal_(conv.weight, 0.0, 0.01)
+        for m in self.embed_head.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.01)
 
     def _check_text(self, text: Tensor, batch: int | None) -> None:
         expected = f"(C, D_text) or (B, C, D_text) with C={self.num_classes}, D_text={self.text_dim}"

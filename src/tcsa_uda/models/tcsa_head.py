@@ -30,6 +30,9 @@ __all__ = [
     "embedding_schedule",
 ]
 
+RELEASED_ATTENTION_DROPOUT = 0.1
+"""Dropout of the released code's attention (on the attention weights and on the output projection)."""
+
 
 def _check_positive(owner: str, **values: int) -> None:
     for name, value in values.items():
@@ -130,29 +133,72 @@ class MultiHeadAttention(nn.Module):
     Unlike :class:`torch.nn.MultiheadAttention`, the head width is independent of the model width
     (TCSA-UDA: 3 heads with ``d_k = d_v = 256`` on a 256-wide model), so the projections map
     ``E -> num_heads * head_dim`` and the output projection ``num_heads * head_dim -> E``.
+
+    Two variants (docs/method.md, Paper vs released fidelity):
+
+    * ``activation=False, dropout=0`` (paper): ``out_proj(concat_h softmax(q_h k_h^T / sqrt(d)) v_h)``.
+    * ``activation=True, dropout=0.1`` (the authors' released code): ReLU on the projected
+      ``q``, ``k``, ``v``; dropout on the attention weights; ``ReLU(dropout(out_proj(.)))`` at the end.
+      :meth:`reset_parameters_released` gives the release's initialisation
+      (``q/k/v`` weights ``N(0, sqrt(2 / (E + d)))``, output weight Xavier-normal, biases PyTorch's default).
+
+    Args:
+        embed_dim: model width ``E``.
+        num_heads: number of heads.
+        head_dim: width ``d`` of each head.
+        activation: apply the ReLUs of the released code.
+        dropout: dropout probability on the attention weights and on the output projection.
+
+    Raises:
+        ConfigError: a non-positive width or head count, or ``dropout`` outside ``[0, 1)``.
     """
 
-    def __init__(self, embed_dim: int = 256, num_heads: int = 3, head_dim: int = 256) -> None:
+    def __init__(
+        self,
+        embed_dim: int = 256,
+        num_heads: int = 3,
+        head_dim: int = 256,
+        activation: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         _check_positive("MultiHeadAttention", embed_dim=embed_dim, num_heads=num_heads, head_dim=head_dim)
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ConfigError(f"MultiHeadAttention 'dropout': expected a probability in [0, 1), found {dropout!r}.")
         self.num_heads = num_heads
         self.head_dim = head_dim
+        self.activation = bool(activation)
         inner = num_heads * head_dim
         self.q_proj = nn.Linear(embed_dim, inner)
         self.k_proj = nn.Linear(embed_dim, inner)
         self.v_proj = nn.Linear(embed_dim, inner)
         self.out_proj = nn.Linear(inner, embed_dim)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.out_dropout = nn.Dropout(dropout)
+
+    def reset_parameters_released(self) -> None:
+        """The released code's initialisation of the four projections (see the class docstring)."""
+        embed_dim = self.q_proj.in_features
+        std = math.sqrt(2.0 / (embed_dim + self.head_dim))  # 0.0625 for E = d = 256
+        for proj in (self.q_proj, self.k_proj, self.v_proj):
+            nn.init.normal_(proj.weight, 0.0, std)
+        nn.init.xavier_normal_(self.out_proj.weight)
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         """Attend from ``query`` ``(B, Lq, E)`` to ``key``/``value`` ``(B, Lk, E)``; returns ``(B, Lq, E)``."""
         b, lq, _ = query.shape
         lk = key.shape[1]
-        q = self.q_proj(query).view(b, lq, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, Lq, d)
-        k = self.k_proj(key).view(b, lk, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, Lk, d)
-        v = self.v_proj(value).view(b, lk, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, Lk, d)
+        q = self.q_proj(query).view(b, lq, self.num_heads, self.head_dim)  # (B, Lq, h, d)
+        k = self.k_proj(key).view(b, lk, self.num_heads, self.head_dim)  # (B, Lk, h, d)
+        v = self.v_proj(value).view(b, lk, self.num_heads, self.head_dim)  # (B, Lk, h, d)
+        if self.activation:
+            q, k, v = F.relu(q), F.relu(k), F.relu(v)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, h, L, d)
         attn = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim), dim=-1)  # (B, h, Lq, Lk)
+        attn = self.attn_dropout(attn)
         out = (attn @ v).transpose(1, 2).reshape(b, lq, self.num_heads * self.head_dim)  # (B, Lq, h*d)
-        return self.out_proj(out)  # (B, Lq, E)
+        out = self.out_dropout(self.out_proj(out))  # (B, Lq, E)
+        return F.relu(out) if self.activation else out
 
 
 class FusionTransformer(nn.Module):
@@ -161,15 +207,38 @@ class FusionTransformer(nn.Module):
     ``Q0 = ReLU(Linear(2E -> E)([T ; g]))``; ``Q1 = LN(Q0 + MHA(Q0, g, g))``;
     ``Z = LN(Q1 + MLP(Q1))`` with ``MLP = Linear(E -> mlp_dim), GELU, Linear(mlp_dim -> E)``.
 
-    With a single key token (``g``) every attention weight is 1, so the attention output is
-    ``out_proj(v_proj(g))`` for every class; it is kept as the paper specifies it.
+    With a single key token (``g``) every attention weight is 1 (in eval mode), so the attention
+    output is ``out_proj(v_proj(g))`` for every class (``ReLU(out_proj(ReLU(v_proj(g))))`` in the
+    released variant); it is kept as the paper specifies it.
+
+    Args:
+        embed_dim: width ``E``.
+        num_heads: attention heads (each ``head_dim`` wide).
+        head_dim: width of each head.
+        mlp_dim: hidden width of the MLP.
+        variant: ``paper`` (plain attention) or ``released`` (the release's ReLUs, 0.1 dropouts and
+            projection initialisation, :class:`MultiHeadAttention`).
     """
 
-    def __init__(self, embed_dim: int = 256, num_heads: int = 3, head_dim: int = 256, mlp_dim: int = 512) -> None:
+    def __init__(
+        self,
+        embed_dim: int = 256,
+        num_heads: int = 3,
+        head_dim: int = 256,
+        mlp_dim: int = 512,
+        variant: str = "paper",
+    ) -> None:
         super().__init__()
         _check_positive("FusionTransformer", embed_dim=embed_dim, mlp_dim=mlp_dim)
+        if variant not in ("paper", "released"):
+            raise ConfigError(f"FusionTransformer 'variant': expected 'paper' or 'released', found {variant!r}.")
+        released = variant == "released"
         self.query = nn.Linear(2 * embed_dim, embed_dim)
-        self.attn = MultiHeadAttention(embed_dim, num_heads, head_dim)
+        self.attn = MultiHeadAttention(
+            embed_dim, num_heads, head_dim, activation=released, dropout=RELEASED_ATTENTION_DROPOUT if released else 0.0
+        )
+        if released:
+            self.attn.reset_parameters_released()
         self.norm1 = nn.LayerNorm(embed_dim)
         self.mlp = nn.Sequential(nn.Linear(embed_dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, embed_dim))
         self.norm2 = nn.LayerNorm(embed_dim)

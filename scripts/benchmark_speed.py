@@ -4,6 +4,7 @@ Usage:
     python scripts/benchmark_speed.py [--device auto|cpu|cuda] [--configs paper,light]
         [--settings fp32,bf16,fp16,channels_last,bf16+channels_last,bf16+channels_last+compile]
         [--iterations 3] [--warmup 1] [--inference-slices 16] [--threads N] [--compile-on-cpu] [--tiny]
+        [--exclusive [--max-others 0.2] [--max-wait 1800] [--retries 3]]
 
 Configurations (random inputs: speed does not depend on image content):
 
@@ -23,18 +24,25 @@ eager and is reported as such.
 Per setting and stage: ``warmup`` untimed, then ``iterations`` timed full training steps (every
 forward, backward and optimiser step of the stage). Peak memory: CUDA allocated memory on GPUs;
 on Linux CPUs the process's peak resident set size, reset before each measurement
-(``/proc/self/clear_refs``), so each row has its own peak. FLOPs: one fp32 training step counted
+(``/proc/self/clear_refs``, after ``malloc_trim`` returned the freed heap), so each row has its
+own peak (it includes the ~0.5 GiB of the Python process with torch loaded). FLOPs: one fp32 training step counted
 with ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and convolutions, forward and
 backward); achieved FLOP/s = FLOPs per iteration / seconds per iteration. Inference: the
 ``evaluate`` forward pass (:func:`tcsa_uda.models.inference.predict_slices`, no flip) on
 ``--inference-slices`` slices in one batch. The estimated wall time of the paper schedule is
 50,000 iterations of stage 1 plus 50,000 of stage 2.
+
+Shared machines: the last column of each table is the CPU (in cores) that OTHER processes used
+during the timed iterations (Linux ``/proc``). ``--exclusive`` waits for idle CPUs before each
+timing and times again while others used more than ``--max-others`` cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
+import os
 import re
 import resource
 import sys
@@ -118,19 +126,31 @@ class Measure:
     peak_gib: float = float("nan")
     note: str = ""
     skipped: str | None = None
+    others: float = float("nan")  # CPU cores used by other processes during the timed iterations
 
 
 # --------------------------------------------------------------------------------------- memory
-def _reset_peak(device: torch.device) -> bool:
-    """Reset the peak-memory counter; False when the CPU peak cannot be reset on this system."""
+def _release_freed_memory() -> bool:
+    """Give the heap pages freed by earlier cells back to the system (glibc); False where that is not possible."""
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(hasattr(libc, "malloc_trim") and libc.malloc_trim(0) is not None)
+
+
+def _reset_peak(device: torch.device) -> str:
+    """Reset the peak-memory counter; returns a note when the peak cannot be isolated ("" when it can)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        return True
+        return ""
+    trimmed = _release_freed_memory()
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
-        return False
-    return True
+        return "peak = process max RSS (not resettable here)"
+    return "" if trimmed else "peak includes heap kept from earlier cells"
 
 
 def _peak_gib(device: torch.device) -> float:
@@ -187,6 +207,61 @@ def _compile_note(perf: RunPerformance) -> str:
     return f"compile fell back to eager ({reasons[0]})" if reasons else ""
 
 
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(CPU seconds of the whole machine, CPU seconds of this process) from /proc; None elsewhere."""
+    try:
+        machine = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = sum(machine) - machine[3] - machine[4]  # all but idle and iowait
+    return busy / tick, (int(own[11]) + int(own[12])) / tick  # utime + stime of every thread
+
+
+def _others(before: tuple[float, float] | None, after: tuple[float, float] | None, seconds: float) -> float:
+    """Cores used by other processes between two :func:`_cpu_seconds` samples (NaN when unknown)."""
+    if before is None or after is None or seconds <= 0:
+        return float("nan")
+    return max((after[0] - before[0]) - (after[1] - before[1]), 0.0) / seconds
+
+
+def _wait_idle(args: argparse.Namespace) -> None:
+    """Wait (at most ``--max-wait`` seconds) until other processes use less than ``--max-others`` cores."""
+    deadline = time.monotonic() + args.max_wait
+    while True:
+        before, t0 = _cpu_seconds(), time.perf_counter()
+        time.sleep(3.0)
+        others = _others(before, _cpu_seconds(), time.perf_counter() - t0)
+        if not others > args.max_others or time.monotonic() > deadline:  # NaN (unknown) does not wait
+            return
+        _progress(f"waiting: other processes use {others:.2f} cores")
+        time.sleep(10.0)
+
+
+def _timed(one: Callable[[], None], device: torch.device, args: argparse.Namespace) -> tuple[float, float]:
+    """Seconds per call of ``one`` over ``--iterations`` calls, and the cores other processes used meanwhile.
+
+    With ``--exclusive`` the timing waits for idle CPUs first and is repeated (up to ``--retries``
+    times) while other processes used more than ``--max-others`` cores during it.
+    """
+    sec = others = float("nan")
+    for attempt in range(args.retries + 1 if args.exclusive else 1):
+        if args.exclusive:
+            _wait_idle(args)
+        _sync(device)
+        before, t0 = _cpu_seconds(), time.perf_counter()
+        for _ in range(args.iterations):
+            one()
+        _sync(device)
+        elapsed = time.perf_counter() - t0
+        sec, others = elapsed / args.iterations, _others(before, _cpu_seconds(), elapsed)
+        if not (args.exclusive and others > args.max_others):
+            break
+        _progress(f"other processes used {others:.2f} cores during the timing (try {attempt + 1}); timing again")
+    return sec, others
+
+
 def train_cell(
     cfg: BenchConfig,
     method_name: str,
@@ -227,17 +302,12 @@ def train_cell(
         with FlopCounterMode(display=False) as counter:
             one()
         flops = float(counter.get_total_flops())
-    reset = _reset_peak(device)
+    memory_note = _reset_peak(device)
     for _ in range(max(args.warmup - (1 if count_flops else 0), 0)):
         one()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(args.iterations):
-        one()
-    _sync(device)
-    sec = (time.perf_counter() - t0) / args.iterations
-    note = _compile_note(perf) or ("" if reset else "peak = process max RSS (not resettable here)")
-    return Measure(seconds=sec, peak_gib=_peak_gib(device), note=note), flops
+    sec, others = _timed(one, device, args)
+    note = _compile_note(perf) or memory_note
+    return Measure(seconds=sec, peak_gib=_peak_gib(device), note=note, others=others), flops
 
 
 def inference_cell(
@@ -262,17 +332,12 @@ def inference_cell(
         with FlopCounterMode(display=False) as counter:
             one()
         flops = float(counter.get_total_flops())
-    reset = _reset_peak(device)
+    memory_note = _reset_peak(device)
     for _ in range(max(args.warmup - (1 if count_flops else 0), 0)):
         one()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(args.iterations):
-        one()
-    _sync(device)
-    sec = (time.perf_counter() - t0) / args.iterations
-    note = _compile_note(perf) or ("" if reset else "peak = process max RSS (not resettable here)")
-    return Measure(seconds=sec, peak_gib=_peak_gib(device), note=note), flops
+    sec, others = _timed(one, device, args)
+    note = _compile_note(perf) or memory_note
+    return Measure(seconds=sec, peak_gib=_peak_gib(device), note=note, others=others), flops
 
 
 # ----------------------------------------------------------------------------------------- tables
@@ -319,16 +384,16 @@ def run_config(
     emit("Training (full iterations; speed-up = fp32 s/it / setting s/it; memory ratio = setting / fp32):\n")
     emit(
         "| setting | stage | s/it | speed-up | peak memory (GiB) | memory vs fp32 | GFLOP/it | achieved FLOP/s | "
-        f"paper schedule (2 x {SCHEDULE_ITERATIONS:,} it) |"
+        f"paper schedule (2 x {SCHEDULE_ITERATIONS:,} it) | other processes (cores) |"
     )
-    emit("|---|---|---|---|---|---|---|---|---|")
+    emit("|---|---|---|---|---|---|---|---|---|---|")
     for setting in settings:
         total = 0.0
         for stage, method in STAGES:
             m = train[setting.name, stage]
             label = f"{stage} {method}"
             if m.skipped is not None:
-                emit(f"| {setting.name} | {label} | n/a ({m.skipped}) | | | | | | |")
+                emit(f"| {setting.name} | {label} | n/a ({m.skipped}) | | | | | | | |")
                 total = float("nan")
                 continue
             base = train["fp32", stage]
@@ -340,7 +405,7 @@ def run_config(
             emit(
                 f"| {setting.name} | {label} | {m.seconds:.3f}{note} | {_ratio(base.seconds, m.seconds)} | "
                 f"{m.peak_gib:.2f} | {_ratio(m.peak_gib, base.peak_gib)} | "
-                f"{f / 1e9:.1f} | {achieved} | {schedule} |"
+                f"{f / 1e9:.1f} | {achieved} | {schedule} | {m.others:.2f} |"
             )
     infer: dict[str, Measure] = {}
     infer_flops = float("nan")
@@ -357,19 +422,20 @@ def run_config(
             infer_flops = f
     n = args.inference_slices
     emit(f"\nInference ({n} slices per forward pass, no flip; the `evaluate` forward pass):\n")
-    emit("| setting | slices/s | speed-up | peak memory (GiB) | memory vs fp32 | achieved FLOP/s |")
-    emit("|---|---|---|---|---|---|")
+    columns = ["setting", "slices/s", "speed-up", "peak memory (GiB)", "memory vs fp32", "achieved FLOP/s"]
+    emit("| " + " | ".join([*columns, "other processes (cores)"]) + " |")
+    emit("|---|---|---|---|---|---|---|")
     for setting in settings:
         m = infer[setting.name]
         if m.skipped is not None:
-            emit(f"| {setting.name} | n/a ({m.skipped}) | | | | |")
+            emit(f"| {setting.name} | n/a ({m.skipped}) | | | | | |")
             continue
         base = infer["fp32"]
         note = f" ({m.note})" if m.note else ""
         achieved = f"{_si(infer_flops / m.seconds)}FLOP/s" if np.isfinite(infer_flops) else "n/a"
         emit(
             f"| {setting.name} | {n / m.seconds:.2f}{note} | {_ratio(base.seconds, m.seconds)} | {m.peak_gib:.2f} | "
-            f"{_ratio(m.peak_gib, base.peak_gib)} | {achieved} |"
+            f"{_ratio(m.peak_gib, base.peak_gib)} | {achieved} | {m.others:.2f} |"
         )
 
 
@@ -390,6 +456,15 @@ def main(argv: list[str]) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--compile-on-cpu", action="store_true", help="also measure torch.compile on CPU")
     p.add_argument("--tiny", action="store_true", help="one tiny configuration (for tests)")
+    p.add_argument(
+        "--exclusive",
+        action="store_true",
+        help="shared machines (Linux): wait for idle CPUs before each timing and time again when other "
+        "processes used more than --max-others cores meanwhile",
+    )
+    p.add_argument("--max-others", type=float, default=0.2, help="cores other processes may use (--exclusive)")
+    p.add_argument("--max-wait", type=float, default=1800.0, help="seconds to wait for idle CPUs per timing")
+    p.add_argument("--retries", type=int, default=3, help="timings repeated at most (--exclusive)")
     args = p.parse_args(argv)
     if args.iterations < 1 or args.warmup < 0 or args.inference_slices < 1:
         p.error("--iterations and --inference-slices must be >= 1 and --warmup >= 0")

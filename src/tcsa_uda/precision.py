@@ -14,8 +14,11 @@ caller's precision. ``fp16`` has a narrow exponent range, so its gradients go th
 Defaults (``auto``), chosen per device (docs/performance.md):
 
 - CUDA: ``bf16`` where the GPU supports it (Ampere and later), else ``fp16`` with loss scaling;
-- CPU: ``fp32`` (bf16 autocast on CPU changes the numbers from machine to machine, and was not
-  faster for the paper configuration on the machine it was measured on, docs/performance.md).
+- CPU: ``fp32``. bf16 autocast was measured twice as fast for the paper configuration on a CPU
+  with native bfloat16 instructions (AVX512-BF16; docs/performance.md), but CPU runs are the
+  tests, the phantom demo and its documented results, which must give the same numbers on every
+  machine, and CPUs without native bfloat16 emulate it. Ask for ``precision=bf16`` explicitly
+  for long CPU runs on such a CPU.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def test_one_run_prints_the_ratio_tables_of_every_setting() -> None:
     assert [r[1] for r in train[:2]] == ["1 adaoutput", "2 tcsa"]
     for row in train[:2]:  # the baseline: ratio 1, FLOPs counted, achieved FLOP/s from them
         assert float(row[2]) > 0 and row[3] == "1.00x" and row[5] == "1.00x"
-        assert float(row[6]) > 0 and re.fullmatch(r"\d+\.\d\d [MGT]FLOP/s", row[7]), row
+        assert float(row[6]) > 0 and re.fullmatch(r"\d+\.\d\d [MGT]FLOP/s", row[7]) and float(row[9]) >= 0, row
     assert re.fullmatch(r"\d+\.\d h", train[1][8])  # 50,000 it of stage 1 + stage 2
     for row in train[2:4] + train[6:10]:  # measured settings: a time and two ratios
         assert float(row[2]) > 0 and re.fullmatch(r"\d+\.\d\dx", row[3]) and re.fullmatch(r"\d+\.\d\dx", row[5])
@@ -56,3 +56,14 @@ def test_bad_arguments_are_refused() -> None:
     assert res.returncode == 2 and "--iterations and --inference-slices must be >= 1" in res.stderr
     res = _run("--settings", "fp32,fp8")
     assert res.returncode == 2 and "--settings: unknown ['fp8']" in res.stderr
+
+
+def test_exclusive_mode_measures_the_other_processes() -> None:
+    """``--exclusive`` samples the CPU use of other processes (waiting at most 0 s here, no re-timing)."""
+    res = _run("--tiny", "--device", "cpu", "--threads", "1", "--settings", "fp32", "--exclusive",
+               "--max-wait", "0", "--retries", "0")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    train = _rows(lines, "| setting | stage | s/it |")
+    assert [r[0] for r in train] == ["fp32", "fp32"]
+    assert all(0.0 <= float(r[9]) <= os.cpu_count() for r in train)  # type: ignore[operator]

@@ -14,6 +14,7 @@ state, optimisers, RNG states and loader position). The resolved configuration i
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,8 +297,9 @@ def _select(
     logger: MetricsLogger | None,
     perf: RunPerformance | None = None,
 ) -> None:
-    """Score the model, log every score, and save ``best.pt`` when the criterion improves."""
-    scores = selector.score(model, inputs.text_source, inputs.text_target, inputs.num_classes)
+    """Score the model (under the run's autocast), log every score, and save ``best.pt`` when the criterion improves."""
+    with perf.precision.autocast() if perf is not None else contextlib.nullcontext():
+        scores = selector.score(model, inputs.text_source, inputs.text_target, inputs.num_classes)
     if logger is not None:
         logger.log(step, scores, kind="select")
     if cfg.selection.criterion != "last" and selector.update(step, scores):

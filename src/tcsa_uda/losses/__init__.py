@@ -37,20 +37,26 @@ from tcsa_uda.losses.segmentation import (
 )
 from tcsa_uda.losses.vision_language import (
     FIDELITY_MODES,
+    SIMILARITY_KINDS,
     FidelityMode,
+    SimilarityKind,
     VLCovarianceLoss,
     covariance_cosine_loss,
+    off_diagonal_spread,
+    similarity_matrices,
 )
 
 __all__ = [
     "DISCRIMINATOR_INPUTS",
     "DOMAINS",
     "FIDELITY_MODES",
+    "SIMILARITY_KINDS",
     "SOURCE_LABEL",
     "TARGET_LABEL",
     "EMAPrototypes",
     "FidelityMode",
     "PrototypeAlignmentLoss",
+    "SimilarityKind",
     "SourceSegmentationLoss",
     "VLCovarianceLoss",
     "batch_centroids",
@@ -66,8 +72,10 @@ __all__ = [
     "entropy_loss",
     "entropy_map",
     "generator_adversarial_loss",
+    "off_diagonal_spread",
     "prototype_alignment_loss",
     "self_information_map",
+    "similarity_matrices",
     "source_segmentation_loss",
     "weighted_cross_entropy",
 ]

@@ -111,6 +111,7 @@ def build_run_inputs(cfg: TrainConfig, device: torch.device, rank: int = 0) -> R
         use_descriptions=cfg.text.use_descriptions,
         cache_dir=cache,
         domains=[src, tgt],
+        shuffle_seed=cfg.text.shuffle_seed if cfg.text.shuffle else None,
     )
     bs, workers = cfg.data.batch_size, cfg.data.num_workers
 

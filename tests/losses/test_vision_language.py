@@ -229,7 +229,7 @@ def test_centred_kinds_are_blind_with_two_classes() -> None:
     gen = torch.Generator().manual_seed(3)
     p, t = torch.randn(2, 5, generator=gen), torch.randn(2, 7, generator=gen)
     for kind in ("centred", "correlation"):
-        assert covariance_cosine_loss(p, t, kind).item() == pytest.approx(0.0, abs=1e-6)  # type: ignore[arg-type]
+        assert covariance_cosine_loss(p, t, kind).item() == pytest.approx(0.0, abs=1e-6)
     assert covariance_cosine_loss(p[:, :2], t[:, :2]).item() > 1e-4  # the cosine kind is not
 
 

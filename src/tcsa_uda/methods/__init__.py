@@ -2,8 +2,10 @@
 
 Importing this package imports every module in it, which registers every method: e.g.
 ``source_only``, ``adaoutput`` (AdaptSegNet output space; TCSA stage 1), ``advent``, ``minent``
-(ADVENT's adversarial and entropy-minimisation baselines) and ``tcsa`` (TCSA-UDA stage 2). A new
-method is one new file (docs/extending.md).
+(ADVENT's adversarial and entropy-minimisation baselines), ``adabn`` (target BatchNorm
+statistics), ``mpscl`` (margin-preserving self-paced contrastive learning), ``oracle`` (trained on
+target labels: an upper bound) and ``tcsa`` (TCSA-UDA stage 2). A new method is one new file
+(docs/extending.md).
 """
 
 import importlib

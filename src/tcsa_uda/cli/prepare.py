@@ -28,9 +28,18 @@ def prepare_command(
         (0.5, 99.5), "--clip-percentiles", help="LOW HIGH intensity percentiles each volume is clipped to."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the cases."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Write into a non-empty folder that is not a previous prepare of this dataset."
+    ),
 ) -> None:
-    """Normalise every volume and cut it into square 2D slices (reuses what is already prepared)."""
-    index = prepare_dataset(dataset, out, axis=axis, size=size, clip_percentiles=clip_percentiles, progress=progress)
+    """Normalise every volume and cut it into square 2D slices (reuses what is already prepared).
+
+    Every case passes the checks of `tcsa-uda verify` first. --out must be empty, absent or a
+    previous prepare of the same dataset unless --overwrite is given.
+    """
+    index = prepare_dataset(
+        dataset, out, axis=axis, size=size, clip_percentiles=clip_percentiles, progress=progress, overwrite=overwrite
+    )
     typer.echo(summary(index))
 
 

@@ -191,7 +191,7 @@ def _header_shape(path: Path) -> tuple[int, ...] | None:
     An unreadable file is reported by the full load that follows.
     """
     try:
-        return tuple(int(n) for n in nib.load(str(path)).shape)
+        return tuple(int(n) for n in nib.load(str(path)).shape)  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001  (nibabel raises many types for missing or corrupt files)
         return None
 
@@ -325,9 +325,11 @@ class CaseCheck:
         """``(image, label)`` when the case is usable.
 
         Raises:
-            DatasetError: listing every problem of the case (one line each).
+            DatasetError: the problem of the case on one line, or every problem (one line each).
         """
         if not self.ok or self.image is None:
+            if len(self.problems) == 1:
+                raise DatasetError(f"{self.problems[0]}; run `tcsa-uda verify` on the dataset to list every problem.")
             lines = "\n".join(f"  - {p}" for p in self.problems)
             raise DatasetError(f"[{self.where}] {len(self.problems)} problem(s) found:\n{lines}")
         return self.image, self.label
@@ -439,6 +441,7 @@ def verify_dataset(
     spec, problems, warns = parse_dataset(data, root, str(path))
     report.problems.extend(problems)
     report.warnings.extend(warns)
+    declared: set[int] | None
     if spec is not None:
         targets, declared = _spec_targets(spec), set(spec.labels.values())
     else:

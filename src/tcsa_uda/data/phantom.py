@@ -291,7 +291,7 @@ def generate_phantom(
                 image_rel = f"{domain.name}/images/{case_id}.nii.gz"
                 label_rel = f"{domain.name}/labels/{case_id}.nii.gz"
                 save_nifti(out / image_rel, case.image, case.affine, header)
-                save_nifti(out / label_rel, case.labels, case.affine, header)
+                save_nifti(out / label_rel, case.labels, case.affine, header, kind="label")
                 specs.append(CaseSpec(id=case_id, image=image_rel, split=splits[i], label=label_rel))
                 records[domain.name].append(
                     {"id": case_id, "split": splits[i], **case.record, "anatomy": dataclasses.asdict(case.anatomy)}

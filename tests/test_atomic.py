@@ -57,3 +57,13 @@ def test_write_failures_name_the_file_and_the_reason(tmp_path, monkeypatch, code
     monkeypatch.setattr("tempfile.mkstemp", no_folder)
     with pytest.raises(OutputWriteError, match=r"ro.*f.txt: cannot write, permission denied"):
         atomic_write_text(tmp_path / "ro" / "f.txt", "x")
+
+
+def test_make_dir_names_the_folder_that_cannot_be_created(tmp_path):
+    from tcsa_uda.atomic import make_dir
+    from tcsa_uda.errors import OutputWriteError
+
+    (tmp_path / "file").write_text("")
+    assert make_dir(tmp_path / "a" / "b").is_dir()
+    with pytest.raises(OutputWriteError, match=r"file/sub: cannot write, .*; check the output folder"):
+        make_dir(tmp_path / "file" / "sub")

@@ -48,6 +48,20 @@ def output_write_error(path: str | os.PathLike[str], exc: OSError) -> OutputWrit
     return OutputWriteError(f"{path}: cannot write, {reason}{where}; {hint}.")
 
 
+def make_dir(path: str | os.PathLike[str]) -> Path:
+    """Create the output folder ``path`` (and its parents) if needed.
+
+    Raises:
+        OutputWriteError: it cannot be created (permission, read-only disk, a file in the way).
+    """
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_write_error(p, exc) from exc
+    return p
+
+
 @contextmanager
 def atomic_path(dest: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``dest``; on success it is renamed to ``dest``.

@@ -45,7 +45,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from tcsa_uda.atomic import atomic_write_json, atomic_write_with
+from tcsa_uda.atomic import atomic_write_json, atomic_write_with, make_dir
 from tcsa_uda.config import save_config, to_dict
 from tcsa_uda.data.contract import CaseSpec, DatasetSpec, DomainSpec, load_dataset
 from tcsa_uda.data.geometry import (
@@ -146,7 +146,7 @@ def prepare_dataset(
     names = _file_names(spec)
     old_path = root / INDEX_FILE
     same = _check_out_folder(root, spec, overwrite)
-    root.mkdir(parents=True, exist_ok=True)
+    make_dir(root)
     old = _read_index(old_path) if same else None
     header = _index_header(spec, cfg)
     # Label stacks are only valid for the class set they were checked against.

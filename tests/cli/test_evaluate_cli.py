@@ -246,6 +246,7 @@ def test_checkpoint_with_a_pickled_payload_is_refused_and_never_runs(tiny, tmp_p
 def _label_of(raw: Path, case_id: str) -> Path:
     spec = load_dataset(raw)
     case = next(c for c in spec.domain("CT").cases if c.id == case_id)
+    assert case.label is not None
     return spec.root / case.label
 
 

@@ -456,7 +456,7 @@ def test_model_selection_text_follows_the_checkpoint_record(selection, expected)
         text=None,
         class_names=[],
         checkpoint={
-            "selection": selection,  # type: ignore[arg-type]
+            "selection": selection,
             "iteration": 50,
         },
         path=Path("run/final.pt"),

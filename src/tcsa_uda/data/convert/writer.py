@@ -258,7 +258,8 @@ class DatasetWriter:
         for d, modality in self.modalities.items():
             records = [r for r in self._records if r.domain == d]
             labelled = [r for r in records if r.voxels is not None]
-            totals = np.sum([r.voxels for r in labelled], axis=0).tolist() if labelled else [0] * len(self.class_names)
+            counts = [r.voxels for r in labelled if r.voxels is not None]
+            totals = np.sum(counts, axis=0).tolist() if counts else [0] * len(self.class_names)
             domains[d] = {
                 "modality": modality,
                 "cases": {s: sum(r.split == s for r in records) for s in SPLITS},

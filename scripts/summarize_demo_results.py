@@ -23,7 +23,7 @@ def main(folders: list[str]) -> None:
         res = json.loads((Path(folder) / "results.json").read_text())
         src, tgt = res["source"], res["target"]
         m = res["methods"]
-        wall = Path(folder) / "wall_seconds.txt"
+        wall_file = Path(folder) / "wall_seconds.txt"
         rows.append(
             {
                 "dir": f"{src}->{tgt}",
@@ -33,7 +33,7 @@ def main(folders: list[str]) -> None:
                 "tcsa_tgt": m["tcsa"][tgt]["mean"],
                 "tcsa_cls": m["tcsa"][tgt]["per_class"],
                 "so_cls": m["source_only"][tgt]["per_class"],
-                "wall": float(wall.read_text()) if wall.is_file() else None,
+                "wall": float(wall_file.read_text()) if wall_file.is_file() else None,
             }
         )
     print(

@@ -1,9 +1,11 @@
 """tcsa-uda: cross-modality unsupervised domain adaptation for medical image segmentation.
 
-The package is organised by pipeline stage (see docs/extending.md):
-``data`` (dataset contract, verification, phantom benchmark, slice preparation), ``text``
-(class prompts and frozen text embeddings), ``models``, ``losses``, ``methods`` (one file per
-adaptation method), ``engine`` (training loop, checkpoints), ``evaluation`` and ``cli``.
+The package is organised by pipeline stage, lowest layer first (docs/extending.md): core modules
+(``errors``, ``atomic``, ``paths``, ``config``, ``train_config``, ``layout``), ``data`` (dataset
+contract, verification, converters, phantom benchmark, slice preparation), then ``metrics``,
+``text`` (class prompts and frozen text embeddings), ``models`` and ``losses``, then ``methods``
+(one file per adaptation method), ``engine`` (training loop, checkpoints, selection),
+``evaluation`` (inference, evaluator, predict, reports) and on top ``demo``, ``bench`` and ``cli``.
 """
 
 from tcsa_uda.errors import TcsaUdaError

@@ -9,7 +9,7 @@ passed explicitly.
 
 Example::
 
-    cfg = load_config(TrainConfig, "configs/phantom_mr2ct.yaml", ["train.iterations=200"])
+    cfg = load_config(TrainConfig, "configs/phantom_mr2ct.yaml", ["stages.0.iterations=200"])
 """
 
 from __future__ import annotations

@@ -33,7 +33,11 @@ def make_dataset(root: Path) -> Path:
 
 def save_tiny_bert(folder: Path) -> Path:
     """A randomly initialised 1-layer BERT (hidden 8) and its WordPiece tokenizer."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import (  # type: ignore[attr-defined]  # transformers 5 has BertTokenizerFast at runtime only
+        BertConfig,
+        BertModel,
+        BertTokenizerFast,
+    )
 
     folder.mkdir(parents=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "of", "computed", "tomography", "myocardium", "."]

@@ -120,6 +120,7 @@ def test_evaluate_run_writes_csv_json_md_tex_and_reproduces_evaluate_domain(tiny
         "empty_policy": "nan",
         "parity": None,
         "hd95_variant": "max_directed",
+        "tail_policy": "none",
     }
     assert data["meta"]["resample_to_gt"] is False and data["hd95_variants"] == {"hd95_mm": "max_directed"}
     assert data["summary"]["n_cases"] == len(test_ids)
@@ -246,7 +247,7 @@ def test_checkpoint_with_a_pickled_payload_is_refused_and_never_runs(tiny, tmp_p
 def _label_of(raw: Path, case_id: str) -> Path:
     spec = load_dataset(raw)
     case = next(c for c in spec.domain("CT").cases if c.id == case_id)
-    assert case.label is not None
+    assert case.label is not None, case_id
     return spec.root / case.label
 
 

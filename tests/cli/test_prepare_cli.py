@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from tcsa_uda.cli import main
+from tcsa_uda.data.io import load_nifti
+from tcsa_uda.data.normalize import NormalizationRecord
 from tcsa_uda.data.prepared import load_prepared
 
 
@@ -60,6 +62,7 @@ def test_prepare_command_writes_slices_with_the_given_options(
     case = load_prepared(out).case("ct", "c1")
     assert case.geometry.axis == 1  # coronal = the A/P array axis of a RAS volume
     assert case.load_image().shape == (4, 8, 8)
+    assert isinstance(case.normalization, NormalizationRecord)
     assert case.normalization.percentiles == (0.0, 98.0)
     cfg = yaml.safe_load((out / "prepare.yaml").read_text())
     assert cfg["axis"] == "coronal" and cfg["size"] == 8 and cfg["clip_percentiles"] == [0.0, 98.0]
@@ -78,3 +81,25 @@ def test_prepare_command_reports_a_bad_axis_without_traceback(
 def test_prepare_command_reports_a_missing_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["prepare", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     assert "no dataset.json found" in capsys.readouterr().err
+
+
+def test_prepare_command_fixed_normalization_with_a_range_flag(tmp_path: Path) -> None:
+    ds, out = _dataset(tmp_path / "ds"), tmp_path / "out"
+    argv = ["prepare", str(ds), "--out", str(out), "--axis", "2", "--size", "6", "--no-progress"]
+    assert main([*argv, "--normalization", "fixed", "--fixed-range", "ct=-10,90"]) == 0
+    index = load_prepared(out)
+    assert index.settings["normalization"] == {"method": "fixed", "ranges": {"ct": [-10.0, 90.0]}}
+    raw = np.asarray(load_nifti(ds / "c1.nii.gz").array, dtype=np.float64)
+    expected = np.moveaxis(2.0 * (raw + 10.0) / 100.0 - 1.0, 2, 0)[:, :6, :4]
+    # (6, 4) slices are padded to 6 x 6 with the volume's minimum, centred: columns 1..4.
+    np.testing.assert_allclose(index.case("ct", "c1").load_image()[:, :, 1:5], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("item", ["ct", "ct=1", "ct=a,b", "=0,1"])
+def test_prepare_command_rejects_a_malformed_fixed_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], item: str
+) -> None:
+    ds = _dataset(tmp_path / "ds")
+    argv = ["prepare", str(ds), "--out", str(tmp_path / "o"), "--normalization", "fixed", "--fixed-range", item]
+    assert main([*argv, "--no-progress"]) == 2
+    assert f"--fixed-range: expected DOMAIN=LO,HI (e.g. MR=-1.8,4.4), found {item!r}" in capsys.readouterr().err

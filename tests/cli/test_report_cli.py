@@ -23,7 +23,7 @@ FAST = ["--slices", "2", "--tsne-slices", "2", "--tsne-pixels", "10", "--device"
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Iterator[Path]:
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("report_cli")

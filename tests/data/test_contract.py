@@ -395,3 +395,25 @@ def test_dataset_to_dict_omits_empty_optionals():
             "CT": {"modality": "computed tomography", "cases": [{"id": "c1", "image": "i.nii", "split": "train"}]}
         },
     }
+
+
+def test_intensity_range_parses_and_round_trips(tmp_path):
+    data = valid()
+    data["domains"]["MR"]["intensity_range"] = [-1.8, 4.4]
+    spec, problems, warns = parse_dataset(data, tmp_path)
+    assert spec is not None and not problems and not warns
+    assert spec.domains["MR"].intensity_range == (-1.8, 4.4)
+    assert spec.domains["CT"].intensity_range is None
+    write_dataset_json(spec)
+    assert load_dataset(tmp_path) == spec
+    assert dataset_to_dict(spec)["domains"]["MR"]["intensity_range"] == [-1.8, 4.4]
+
+
+@pytest.mark.parametrize("value", [[4.4, -1.8], [1.0], "wide", [0, float("inf")], [True, 2]])
+def test_bad_intensity_range_is_a_problem(value):
+    data = valid()
+    data["domains"]["CT"]["intensity_range"] = value
+    got = problems_of(data)
+    assert (
+        len(got) == 1 and got[0].startswith("[CT]") and "'intensity_range' to be [lo, hi] with finite lo < hi" in got[0]
+    )

@@ -29,6 +29,13 @@ from tcsa_uda.errors import ConfigError, DatasetError, VolumeSizeError
 MiB = 1024**2
 
 
+def _nifti(path: Path) -> nib.Nifti1Image:
+    """Read back a written NIfTI file (typed: nibabel's loader returns its base image class)."""
+    img = nib.load(str(path))
+    assert isinstance(img, nib.Nifti1Image)
+    return img
+
+
 def _header(shape: tuple[int, ...], dtype: type = np.float32) -> bytes:
     """The 352 bytes (348-byte header + empty extension flag) of a single-file NIfTI-1."""
     hdr = nib.Nifti1Header()
@@ -161,13 +168,13 @@ def test_concatenated_gzip_members_and_zero_padding_are_read(tmp_path: Path) -> 
     ("dtype", "scaling"), [(np.int16, None), (np.int16, (2.0, -5.0)), (np.float32, None), (np.uint8, (0.5, 0.0))]
 )
 def test_bounded_reading_equals_nibabel(tmp_path: Path, suffix: str, dtype: type, scaling) -> None:
-    data = (np.arange(2 * 3 * 4 * 5) - 7).reshape(2, 3, 4, 5).astype(dtype)
+    data: np.ndarray = (np.arange(2 * 3 * 4 * 5) - 7).reshape(2, 3, 4, 5).astype(dtype)
     img = nib.Nifti1Image(data, np.diag([0.5, 0.7, 2.0, 1.0]))
     if scaling is not None:
         img.header.set_slope_inter(*scaling)
     path = tmp_path / f"v{suffix}"
     nib.save(img, str(path))
-    expected = np.asanyarray(nib.load(str(path)).dataobj)
+    expected = np.asanyarray(_nifti(path).dataobj)
     array, affine, header = read_nifti(path)
     assert array.dtype == expected.dtype
     np.testing.assert_array_equal(array, expected)
@@ -261,7 +268,7 @@ def test_label_map_keeps_qform_and_sform_separately_and_resets_intensity_fields(
     labels[1:3, 1:3, 1:3] = 3
     path = tmp_path / "pred.nii.gz"
     save_nifti(path, labels, hdr.get_best_affine(), hdr, kind="label")
-    out = nib.load(str(path)).header
+    out = _nifti(path).header
     assert (int(out["qform_code"]), int(out["sform_code"])) == (1, 2)
     np.testing.assert_allclose(out.get_qform(), qform, atol=1e-5)
     np.testing.assert_allclose(out.get_sform(), sform, atol=1e-5)
@@ -272,7 +279,7 @@ def test_label_map_keeps_qform_and_sform_separately_and_resets_intensity_fields(
     assert int(out["intent_code"]) == NIFTI_INTENT_LABEL
     assert out.get_intent() == ("label", (), "")
     assert out.get_slope_inter() == (None, None)
-    np.testing.assert_array_equal(np.asanyarray(nib.load(str(path)).dataobj), labels)
+    np.testing.assert_array_equal(np.asanyarray(_nifti(path).dataobj), labels)
 
 
 def test_probability_map_resets_calibration_and_intent(tmp_path: Path) -> None:
@@ -280,7 +287,7 @@ def test_probability_map_resets_calibration_and_intent(tmp_path: Path) -> None:
     probs = np.full((6, 5, 4, 3), 1 / 3, np.float32)
     path = tmp_path / "probs.nii.gz"
     save_nifti(path, probs, hdr.get_best_affine(), hdr, kind="probability")
-    out = nib.load(str(path)).header
+    out = _nifti(path).header
     np.testing.assert_allclose(out.get_sform(), sform, atol=1e-5)
     np.testing.assert_allclose(out.get_qform(), qform, atol=1e-5)
     assert (float(out["cal_min"]), float(out["cal_max"])) == (0.0, 1.0)
@@ -295,7 +302,7 @@ def test_new_grid_sets_both_forms_and_bad_inputs_are_refused(tmp_path: Path) -> 
     shifted[:3, 3] = (5.0, 6.0, 7.0)
     path = tmp_path / "crop.nii.gz"
     save_nifti(path, np.zeros((3, 3, 3), np.uint8), shifted, hdr, kind="label")
-    out = nib.load(str(path)).header
+    out = _nifti(path).header
     np.testing.assert_allclose(out.get_sform(), shifted)
     np.testing.assert_allclose(out.get_qform(), shifted)
     assert (int(out["qform_code"]), int(out["sform_code"])) == (1, 2)

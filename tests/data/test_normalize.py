@@ -1,4 +1,4 @@
-"""Tests of per-volume intensity normalisation (percentile clip, z-score, [-1, 1])."""
+"""Tests of per-volume intensity normalisation: percentile clip + z-score, fixed ranges, none."""
 
 from __future__ import annotations
 
@@ -8,12 +8,22 @@ import numpy as np
 import pytest
 
 from tcsa_uda.data.normalize import (
+    FIXED_METHOD,
+    FIXED_PRESETS,
+    IDENTITY_METHOD,
     METHOD,
+    FixedRangeRecord,
+    IdentityRecord,
     NormalizationRecord,
+    NormalizationSpec,
+    apply_fixed_range,
     apply_normalization,
     check_percentiles,
     fit_normalization,
+    invert_fixed_range,
     normalize_volume,
+    normalize_with,
+    record_from_dict,
 )
 from tcsa_uda.errors import ConfigError, DatasetError
 
@@ -105,3 +115,82 @@ def test_bad_percentiles_raise_config_error(bad: object) -> None:
 
 def test_valid_percentiles_are_returned_as_floats() -> None:
     assert check_percentiles((0, 98)) == (0.0, 98.0)
+
+
+# ---------------------------------------------------------------------------------- fixed and none
+
+
+def test_fixed_range_maps_lo_to_minus_one_and_hi_to_one_without_clipping() -> None:
+    spec = NormalizationSpec.fixed(FIXED_PRESETS["sifa"])
+    vol = np.array([-1.8, 1.3, 4.4, 10.6, -8.0], dtype=np.float32).reshape(1, 1, 5)
+    out, rec = normalize_with(vol, spec, "MR")
+    # MR (-1.8, 4.4): 1.3 is the centre; 10.6 = 4.4 + 6.2 lies one range above hi -> 3; -8.0 -> -3.
+    np.testing.assert_allclose(out.ravel(), [-1.0, 0.0, 1.0, 3.0, -3.0], atol=1e-6)
+    assert out.dtype == np.float32
+    assert rec == FixedRangeRecord(FIXED_METHOD, "MR", -1.8, 4.4)
+    ct, _ = normalize_with(np.array([-2.8, 0.2, 3.2], dtype=np.float32).reshape(1, 1, 3), spec, "CT")
+    np.testing.assert_allclose(ct.ravel(), [-1.0, 0.0, 1.0], atol=1e-6)
+
+
+def test_fixed_range_needs_the_volume_domain() -> None:
+    spec = NormalizationSpec.fixed({"MR": (-1.8, 4.4)})
+    with pytest.raises(ConfigError, match=r"ranges for domains \['MR'\], not for 'CT'"):
+        normalize_with(np.zeros((2, 2, 2), dtype=np.float32), spec, "CT", what="ct.nii.gz")
+
+
+def test_invert_fixed_range_round_trips() -> None:
+    x = np.linspace(-1.0, 1.0, 101, dtype=np.float32)
+    z = invert_fixed_range(x, -2.8, 3.2)
+    assert z.min() == pytest.approx(-2.8, abs=1e-6) and z.max() == pytest.approx(3.2, abs=1e-6)
+    np.testing.assert_allclose(apply_fixed_range(z, -2.8, 3.2), x, atol=1e-6)
+
+
+def test_none_keeps_values_and_refuses_values_outside_the_unit_range() -> None:
+    vol = np.array([-1.0, 0.25, 1.0], dtype=np.float32).reshape(1, 1, 3)
+    out, rec = normalize_with(vol, NormalizationSpec("none"))
+    np.testing.assert_array_equal(out, vol)
+    assert out is not vol
+    assert rec == IdentityRecord(IDENTITY_METHOD, -1.0, 1.0)
+    with pytest.raises(DatasetError, match=r"slices.npy: --normalization none expects .* found \[-1, 1.5\]"):
+        normalize_with(np.array([[[-1.0, 1.5]]], dtype=np.float32), NormalizationSpec("none"), what="slices.npy")
+
+
+def test_spec_round_trips_and_defaults_to_percentile_zscore() -> None:
+    spec = NormalizationSpec.fixed({"MR": (-1.8, 4.4), "CT": (-2.8, 3.2)})
+    data = spec.to_dict()
+    assert data == {"method": "fixed", "ranges": {"CT": [-2.8, 3.2], "MR": [-1.8, 4.4]}}
+    assert NormalizationSpec.from_dict(json.loads(json.dumps(data))) == spec
+    assert (
+        NormalizationSpec.from_dict(None)
+        == NormalizationSpec()
+        == NormalizationSpec.from_dict({"method": "percentile_zscore"})
+    )
+    assert NormalizationSpec.from_dict({"method": "none"}).method == "none"
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"method": "zscore"}, "expected one of 'percentile_zscore', 'fixed', 'none'"),
+        ({"method": "fixed"}, "expected 'ranges'"),
+        ({"method": "fixed", "ranges": {}}, "per domain, found none"),
+        ({"method": "fixed", "ranges": {"MR": [4.4, -1.8]}}, "finite lo < hi"),
+        ({"method": "fixed", "ranges": {"MR": [1.0]}}, r"expected \[lo, hi\]"),
+        ({"method": "none", "ranges": {"MR": [0, 1]}}, "only apply to 'fixed'"),
+        ([1, 2], "expected a mapping with a 'method'"),
+    ],
+)
+def test_bad_specs_name_the_source(data: object, match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as info:
+        NormalizationSpec.from_dict(data, source="ckpt.pt")
+    assert str(info.value).startswith("ckpt.pt: ")
+
+
+def test_every_record_kind_round_trips() -> None:
+    _, pct = normalize_volume(_volume(4))
+    _, fixed = normalize_with(_volume(4), NormalizationSpec.fixed({"CT": (50.0, 150.0)}), "CT")
+    _, ident = normalize_with(np.zeros((2, 2, 2)), NormalizationSpec("none"))
+    for rec in (pct, fixed, ident):
+        assert record_from_dict(json.loads(json.dumps(rec.to_dict()))) == rec
+    with pytest.raises(ConfigError, match="method 'gamma' is unknown"):
+        record_from_dict({"method": "gamma"})

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tcsa_uda.data import phantom as phantom_module
-from tcsa_uda.data.contract import DATASET_FILE, load_dataset
+from tcsa_uda.data.contract import DATASET_FILE, CaseSpec, load_dataset
 from tcsa_uda.data.io import load_nifti
 from tcsa_uda.data.phantom import (
     RECORD_FILE,
@@ -36,6 +36,12 @@ from tcsa_uda.errors import ConfigError
 # (D, H, W) with the default 1:3 ratio, so the CT voxels stay isotropic, at a fraction of the size.
 SMALL_SHAPE = (16, 48, 48)
 SMALL_GRID = (48, 48, 16)  # the same as the stored (X, Y, Z) array shape
+
+
+def _label_path(case: CaseSpec, root: Path) -> Path:
+    path = case.label_path(root)
+    assert path is not None, f"case {case.id} has no label"
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +76,7 @@ def test_dataset_follows_the_contract(dataset: Path) -> None:
         for case in dom.cases:
             assert not Path(case.image).is_absolute() and case.label is not None
             image = load_nifti(case.image_path(dataset))
-            label = load_nifti(dataset / case.label, what="label")
+            label = load_nifti(_label_path(case, dataset), what="label")
             assert image.array.shape == label.array.shape == SMALL_GRID
             assert image.array.dtype == np.float32 and label.array.dtype == np.uint8
             np.testing.assert_array_equal(image.affine, label.affine)
@@ -79,9 +85,9 @@ def test_dataset_follows_the_contract(dataset: Path) -> None:
 
 def test_domains_have_distinct_subjects(dataset: Path) -> None:
     spec = load_dataset(dataset)
-    ct = load_nifti(dataset / str(spec.domain("CT").cases[0].label)).array
-    mr = load_nifti(dataset / str(spec.domain("MR").cases[0].label)).array
-    ct1 = load_nifti(dataset / str(spec.domain("CT").cases[1].label)).array
+    ct = load_nifti(_label_path(spec.domain("CT").cases[0], dataset)).array
+    mr = load_nifti(_label_path(spec.domain("MR").cases[0], dataset)).array
+    ct1 = load_nifti(_label_path(spec.domain("CT").cases[1], dataset)).array
     assert not np.array_equal(ct, mr)
     assert not np.array_equal(ct, ct1)
 

@@ -14,6 +14,8 @@ import yaml
 
 import tcsa_uda.data.prepare as prep
 from tcsa_uda.data.geometry import slices_to_volume
+from tcsa_uda.data.io import load_nifti
+from tcsa_uda.data.normalize import NormalizationRecord
 from tcsa_uda.data.prepare import prepare_dataset
 from tcsa_uda.data.prepared import INDEX_FILE, load_prepared
 from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
@@ -118,7 +120,12 @@ def test_prepare_writes_stacks_and_a_complete_index(tmp_path: Path) -> None:
     assert index.labels == LABELS
     assert index.domains == ["ct", "mr"]
     assert index.modalities["mr"] == "mr imaging"
-    assert index.settings == {"axis": "axial", "size": 8, "clip_percentiles": [1.0, 99.0]}
+    assert index.settings == {
+        "axis": "axial",
+        "size": 8,
+        "clip_percentiles": [1.0, 99.0],
+        "normalization": {"method": "percentile_zscore"},
+    }
     assert [c.id for c in index.cases("ct", "train")] == ["c1"]
     assert [c.id for c in index.cases("ct", ("train", "test"))] == ["c1", "c2"]
 
@@ -133,6 +140,7 @@ def test_prepare_writes_stacks_and_a_complete_index(tmp_path: Path) -> None:
     np.testing.assert_array_equal(slices_to_volume(np.asarray(lab), c1.geometry), _blob_label((6, 8, 5), 0))
     assert c1.foreground_slices == tuple(int(s) for s in range(5) if lab[s].any())
     np.testing.assert_array_equal(c1.affine, np.eye(4))
+    assert isinstance(c1.normalization, NormalizationRecord)
     assert c1.normalization.percentiles == (1.0, 99.0)
     raw = _image_for(_blob_label((6, 8, 5), 0))
     assert c1.normalization.clip_high == pytest.approx(np.percentile(raw, 99.0), rel=1e-5)
@@ -162,6 +170,7 @@ def test_prepare_honours_the_domain_channel(tmp_path: Path) -> None:
     )
     index = prepare_dataset(ds, tmp_path / "out", size=4, clip_percentiles=(0.0, 100.0), progress=False)
     rec = index.case("mr", "m").normalization
+    assert isinstance(rec, NormalizationRecord)
     assert rec.mean == pytest.approx(float(four_d[..., 1].mean()), rel=1e-5)
 
 
@@ -306,3 +315,102 @@ def test_out_folder_must_be_empty_or_a_prepare_of_the_same_dataset(tmp_path: Pat
 def test_bad_settings_raise_config_error(tmp_path: Path, kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         prepare_dataset(tmp_path, tmp_path / "out", progress=False, **kwargs)
+
+
+# ---------------------------------------------------------------------------------- normalization choice
+
+
+def _z_dataset(root: Path, ranges: dict[str, list[float]] | None = None) -> Path:
+    """Domains CT and MR holding z-score-like intensities; ``ranges`` become dataset.json intensity ranges."""
+    lab = _blob_label((6, 6, 4))
+    img = (lab * 1.5 - 1.0 + np.random.default_rng(0).normal(0.0, 0.1, lab.shape)).astype(np.float32)
+    ds = _write_dataset(
+        root,
+        {
+            "CT": [{"id": "c", "split": "train", "image": img, "label": lab}],
+            "MR": [{"id": "m", "split": "train", "image": img * 2.0, "label": lab}],
+        },
+    )
+    if ranges:
+        data = json.loads((ds / "dataset.json").read_text())
+        for dname, pair in ranges.items():
+            data["domains"][dname]["intensity_range"] = pair
+        (ds / "dataset.json").write_text(json.dumps(data))
+    return ds
+
+
+def _raw(ds: Path, dname: str, cid: str) -> np.ndarray:
+    return np.asarray(load_nifti(ds / dname / f"{cid}_img.nii.gz").array, dtype=np.float64)
+
+
+def test_fixed_preset_maps_each_domain_with_its_own_range(tmp_path: Path) -> None:
+    ds = _z_dataset(tmp_path / "ds")
+    index = prepare_dataset(
+        ds, tmp_path / "out", axis="2", size=6, normalization="fixed", fixed_preset="sifa", progress=False
+    )
+    assert index.settings["normalization"] == {"method": "fixed", "ranges": {"CT": [-2.8, 3.2], "MR": [-1.8, 4.4]}}
+    for dname, cid, (lo, hi) in (("CT", "c", (-2.8, 3.2)), ("MR", "m", (-1.8, 4.4))):
+        expected = np.moveaxis(2.0 * (_raw(ds, dname, cid) - lo) / (hi - lo) - 1.0, 2, 0)  # (S, 6, 6), no resize
+        case = index.case(dname, cid)
+        np.testing.assert_allclose(case.load_image(), expected, atol=1e-6)
+        assert case.normalization.to_dict() == {"method": "fixed_range_to_unit", "domain": dname, "low": lo, "high": hi}
+
+
+def test_fixed_ranges_come_from_flags_then_preset_then_dataset_json(tmp_path: Path) -> None:
+    ds = _z_dataset(tmp_path / "ds", ranges={"CT": [-1.0, 1.0], "MR": [-4.0, 4.0]})
+    index = prepare_dataset(ds, tmp_path / "a", axis="2", size=6, normalization="fixed", progress=False)
+    assert index.settings["normalization"]["ranges"] == {"CT": [-1.0, 1.0], "MR": [-4.0, 4.0]}
+    index = prepare_dataset(
+        ds,
+        tmp_path / "b",
+        axis="2",
+        size=6,
+        normalization="fixed",
+        fixed_preset="sifa",
+        fixed_ranges={"CT": (0.0, 2.0)},
+        progress=False,
+    )
+    assert index.settings["normalization"]["ranges"] == {"CT": [0.0, 2.0], "MR": [-1.8, 4.4]}
+    np.testing.assert_allclose(
+        index.case("CT", "c").load_image(), np.moveaxis(_raw(ds, "CT", "c") - 1.0, 2, 0), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"normalization": "fixed"}, ConfigError, r"no intensity range for domain\(s\) \['CT', 'MR'\]"),
+        ({"normalization": "fixed", "fixed_ranges": {"CT": (0.0, 1.0)}}, ConfigError, r"domain\(s\) \['MR'\]"),
+        ({"normalization": "fixed", "fixed_ranges": {"PET": (0.0, 1.0)}}, ConfigError, r"no domain\(s\) \['PET'\]"),
+        ({"normalization": "fixed", "fixed_preset": "mpscl"}, ConfigError, "--fixed-preset: expected one of 'sifa'"),
+        ({"fixed_preset": "sifa"}, ConfigError, "apply to --normalization fixed, not to 'percentile_zscore'"),
+        ({"normalization": "minmax"}, ConfigError, "expected one of 'percentile_zscore', 'fixed', 'none'"),
+        ({"normalization": "none"}, DatasetError, "none expects intensities already in"),
+    ],
+)
+def test_bad_normalization_choices_are_clear_errors(
+    tmp_path: Path, kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    ds = _z_dataset(tmp_path / "ds")
+    with pytest.raises(error, match=match):
+        prepare_dataset(ds, tmp_path / "out", axis="2", size=6, progress=False, **kwargs)
+
+
+def test_none_keeps_unit_range_data_and_a_folder_of_the_old_format_is_reused(tmp_path: Path) -> None:
+    lab = _blob_label((6, 6, 4))
+    img = np.clip(lab * 0.5 - 0.5, -1.0, 1.0).astype(np.float32)
+    ds = _write_dataset(tmp_path / "ds", {"ct": [{"id": "c", "split": "train", "image": img, "label": lab}]})
+    index = prepare_dataset(ds, tmp_path / "none", axis="2", size=6, normalization="none", progress=False)
+    np.testing.assert_array_equal(index.case("ct", "c").load_image(), np.moveaxis(img, 2, 0))
+
+    out = tmp_path / "old"
+    prepare_dataset(ds, out, axis="2", size=6, progress=False)
+    data = json.loads((out / INDEX_FILE).read_text())  # as written before the normalization option existed
+    del data["settings"]["normalization"]
+    for entry in data["cases"]:
+        del entry["settings"]["normalization"]
+    (out / INDEX_FILE).write_text(json.dumps(data))
+    npy = {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")}
+    index = prepare_dataset(ds, out, axis="2", size=6, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npy")} == npy  # reused, not prepared again
+    assert index.settings["normalization"] == {"method": "percentile_zscore"}

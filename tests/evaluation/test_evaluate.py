@@ -6,6 +6,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -468,3 +469,78 @@ def test_model_selection_text_follows_the_checkpoint_record(selection, expected)
     assert ("ORACLE selection" in md) == (
         selection.get("criterion") == "oracle" if isinstance(selection, dict) else False
     )
+
+
+# ------------------------------------------------------------------------------------ --parity mpscl
+
+
+class _NearestLevelStub(torch.nn.Module):
+    """Class k where the (normalised) pixel is nearest to -1, 0, +1 for k = 0, 1, 2: a perfect 'network'."""
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor) -> SimpleNamespace:
+        grey = x[:, :1]
+        logits = torch.cat([-((grey - level) ** 2) for level in (-1.0, 0.0, 1.0)], dim=1)
+        return SimpleNamespace(main=logits, aux=logits)
+
+
+def _tail_dataset(root: Path) -> tuple[Path, np.ndarray]:
+    """CT test case 't' of 33 slices along axis 2: class 1 only in slice 32, class 2 in slices 5..8."""
+    gt = np.zeros((6, 6, 33), dtype=np.uint8)
+    gt[1:3, 1:3, 32] = 1
+    gt[3:5, 3:5, 5:9] = 2
+    image = np.where(gt == 1, 0.0, np.where(gt == 2, 1.0, -1.0)).astype(np.float32)
+    _save(root / "t.nii.gz", image, np.eye(4))
+    _save(root / "t_seg.nii.gz", gt, np.eye(4))
+    data = {
+        "name": "tail",
+        "labels": {n: i for i, n in enumerate(CLASSES)},
+        "domains": {
+            "CT": {
+                "modality": "computed tomography",
+                "cases": [{"id": "t", "image": "t.nii.gz", "label": "t_seg.nii.gz", "split": "test"}],
+            }
+        },
+    }
+    (root / "dataset.json").write_text(json.dumps(data), encoding="utf-8")
+    return root, gt
+
+
+def _stub_model() -> LoadedModel:
+    text = TextEmbeddings(
+        domains=["CT"], class_names=CLASSES, prompts=[list(CLASSES)], embeddings=torch.zeros(1, 3, 4), encoder="t"
+    )
+    # A fixed map from [-1, 1] onto itself: the raw-folder path must pass the volume's domain to find it.
+    norm = {"method": "fixed", "ranges": {"CT": [-1.0, 1.0]}}
+    prep = {"axis": "2", "size": 6, "clip_percentiles": [0.5, 99.5], "normalization": norm}
+    return LoadedModel(_NearestLevelStub(), text, list(CLASSES), {"preprocessing": {"prepare": prep}})
+
+
+def test_parity_mpscl_leaves_the_last_d_mod_32_slices_background_on_raw_and_prepared_folders(tmp_path):
+    ds, _ = _tail_dataset(tmp_path / "ds")
+    loaded, mpscl = _stub_model(), resolve_settings(parity="mpscl")
+    whole = evaluate_dataset(loaded, load_dataset(ds), "CT", settings=resolve_settings(parity="sifa"), batch_size=7)
+    assert whole.values(1, "dice").tolist() == [1.0] and whole.values(2, "dice").tolist() == [1.0]
+    assert "tail_slices" not in whole.meta
+    index = prepare_dataset(
+        ds, tmp_path / "prep", axis="2", size=6, normalization="fixed", fixed_ranges={"CT": (-1.0, 1.0)}, progress=False
+    )
+    for acc in (
+        evaluate_dataset(loaded, load_dataset(ds), "CT", settings=mpscl, batch_size=7),
+        evaluate_domain(loaded, index, "CT", settings=mpscl, batch_size=5),
+    ):
+        # Class 1 lives only in slice 32, which the released evaluation never predicts: Dice 0, ASSD 1.
+        assert acc.values(1, "dice").tolist() == [0.0] and acc.values(1, "assd_vox_mean_of_means").tolist() == [1.0]
+        assert acc.values(2, "dice").tolist() == [1.0] and acc.values(2, "assd_vox_mean_of_means").tolist() == [0.0]
+        assert acc.meta["tail_slices"] == {"t": 1}
+
+
+def test_parity_mpscl_needs_a_model(tmp_path, raw, preds):
+    with pytest.raises(ConfigError, match=r"tail policy released_batch32: .* needs the model"):
+        evaluate_predictions(preds, load_dataset(raw), "CT", settings=resolve_settings(parity="mpscl"))
+    acc = evaluate_predictions(
+        preds,
+        load_dataset(raw),
+        "CT",
+        settings=resolve_settings(units="vox", assd_variant="mean_of_means", empty_policy="mpscl"),
+    )
+    assert acc.values(2, "assd_vox_mean_of_means").tolist() == [1.0, 0.0]  # t1 misses class 2 -> 1

@@ -30,6 +30,8 @@ class HalvesModel(nn.Module):
     class is exactly its bright square (normalised to 1).
     """
 
+    left: Tensor  # registered buffer (H, W)
+
     def __init__(self) -> None:
         super().__init__()
         self.scale = nn.Parameter(torch.ones(()))

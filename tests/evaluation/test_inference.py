@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from tcsa_uda.data.geometry import image_to_slices, make_geometry, slices_to_volume
-from tcsa_uda.data.normalize import normalize_volume
+from tcsa_uda.data.normalize import NormalizationSpec, normalize_volume
 from tcsa_uda.data.prepare import prepare_dataset
 from tcsa_uda.data.prepared import load_prepared
 from tcsa_uda.errors import ConfigError, DatasetError
@@ -172,3 +172,21 @@ def test_preprocessing_settings_from_checkpoint():
     bad["preprocessing"]["prepare"].update(size=8, axis="oblique")
     with pytest.raises(ConfigError, match=r"run.pt .*axis: expected one of axial"):
         PreprocessingSettings.from_checkpoint(bad, "run.pt")
+
+
+def test_fixed_normalization_is_carried_and_applied_with_the_volume_domain(tmp_path: Path):
+    fixed = NormalizationSpec.fixed({"CT": (-2.0, 2.0), "MR": (0.0, 8.0)})
+    s = PreprocessingSettings.from_mapping(
+        {"axis": "2", "size": 4, "clip_percentiles": [0.5, 99.5], "normalization": fixed.to_dict()}
+    )
+    assert s.normalization == fixed
+    assert PreprocessingSettings.from_mapping(s.to_dict()) == s
+    # Percentiles play no part in a fixed map, so they do not have to agree; the ranges do.
+    assert s.matches({**s.to_dict(), "clip_percentiles": [0.0, 98.0]})
+    assert not s.matches({**s.to_dict(), "normalization": {"method": "percentile_zscore"}})
+    vol = np.full((4, 4, 3), 1.0, dtype=np.float32)  # CT: 2(1 + 2)/4 - 1 = 0.5 > 0; MR: 2(1 - 0)/8 - 1 < 0
+    ct = predict_volume(ThresholdStub(), vol, np.eye(4), TEXT, s, domain="CT").labels
+    mr = predict_volume(ThresholdStub(), vol, np.eye(4), TEXT, s, domain="MR").labels
+    assert ct.min() == 1 and mr.max() == 0
+    with pytest.raises(ConfigError, match="not for None"):
+        predict_volume(ThresholdStub(), vol, np.eye(4), TEXT, s)

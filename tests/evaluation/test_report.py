@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ FAST = ReportOptions(n_slices=3, tsne_slices=4, tsne_per_class=20)
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Phantom (16, 48, 48) x 5 cases -> prepared at 32 -> adaoutput 2 its + tcsa 2 its."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

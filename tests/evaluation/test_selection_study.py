@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ TABLE = {
 }
 
 
-def _rows(table: dict[int, tuple[float, ...]]) -> list[dict]:
+def _rows(table: Mapping[int, tuple[float, float, float, float]]) -> list[dict]:
     rows = []
     for step, (sv, ent, agree, oracle) in table.items():
         rows.append({"step": step, "kind": "train", "loss": 1.0 / step})

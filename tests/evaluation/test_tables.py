@@ -88,12 +88,30 @@ def test_parity_policy_selection_and_missing_predictions_are_stated():
     }
     md = markdown_table([TableRow("folder", summary, missing=("b",))], spec)
     assert "ASSD in voxels of the evaluated grid" in md and "mean_of_means = (mean d(P->G) + mean d(G->P)) / 2" in md
-    assert "ASSD = 1 (as the released MPSCL-line evaluation)" in md
+    assert "ASSD = 1 (the MPSCL-line rule); Dice of two empty masks undefined (NaN)" in md
     assert "Parity preset sifa" in md
     assert "Model selection: oracle: best target test Dice." in md
     assert "ORACLE selection: chosen with target test labels" in md
     assert "folder: 1 case(s) without a prediction file, scored as empty predictions: b." in md
     assert "### Dice (%) and ASSD (vox, mean_of_means)" in md
+
+
+def test_the_mpscl_preset_states_its_tail_and_its_empty_rule():
+    spec = TableSpec(
+        class_names={1: "MYO"},
+        assd_metric="assd_mm_pooled",
+        empty_policy="mpscl",
+        parity="mpscl",
+        tail_policy="released_batch32",
+    )
+    md = markdown_table([TableRow("ours", _summary())], spec)
+    assert "ASSD = 1 and Dice of two empty masks = 0 (as the released MPSCL / TCSA-UDA evaluation)" in md
+    assert "Parity preset mpscl: the released MPSCL / TCSA-UDA evaluation (eval_UDA.py) reproduced" in md
+    assert "Tail policy released_batch32: slices predicted in batches of 32, so the last D mod 32 slices" in md
+    sifa = markdown_table([TableRow("ours", _summary())], TableSpec(class_names={1: "MYO"}, parity="sifa"))
+    assert "no released script gives exactly these numbers" in sifa and "Tail policy" not in sifa
+    with pytest.raises(ConfigError, match=r"TableSpec\.tail_policy: expected 'none' or one of 'released_batch32'"):
+        TableSpec(class_names={1: "MYO"}, tail_policy="batch16")
 
 
 def test_dice_only_table_has_no_assd_columns():

@@ -33,8 +33,10 @@ def test_gradient_lowers_entropy() -> None:
     logits = torch.tensor([[[[0.3]], [[0.1]], [[-0.2]]]], requires_grad=True)
     loss = entropy_loss(logits)
     loss.backward()
+    grad = logits.grad
+    assert grad is not None
     with torch.no_grad():
-        assert entropy_loss(logits - 0.5 * logits.grad).item() < loss.item()
+        assert entropy_loss(logits - 0.5 * grad).item() < loss.item()
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 4), (1, 1, 4, 4)])

@@ -7,11 +7,11 @@ import torch
 
 from tcsa_uda.methods import MethodContext
 from tcsa_uda.models import build_segmenter
-from tcsa_uda.train_config import OptimConfig
+from tcsa_uda.train_config import Fidelity, OptimConfig
 
 
 def make_context(
-    model_name: str, num_classes: int, fidelity: str = "paper", text_dim: int = 24, **model_kwargs
+    model_name: str, num_classes: int, fidelity: Fidelity = "paper", text_dim: int = 24, **model_kwargs
 ) -> MethodContext:
     torch.manual_seed(0)
     model = build_segmenter(model_name, num_classes, text_dim, **model_kwargs)

@@ -1,4 +1,4 @@
-"""The two fidelity modes at method level (docs/method.md, Two fidelity modes)."""
+"""The two fidelity modes at method level (docs/method.md, Fidelity modes)."""
 
 from __future__ import annotations
 

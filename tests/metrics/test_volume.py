@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,7 +37,8 @@ def _empty() -> np.ndarray:
     return np.zeros(SHAPE, dtype=bool)
 
 
-def _box(lo: tuple[int, int, int], hi: tuple[int, int, int]) -> np.ndarray:
+def _box(lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:
+    """A boolean volume of ``SHAPE``, True on ``[lo[0], hi[0]) x [lo[1], hi[1]) x [lo[2], hi[2])``."""
     m = _empty()
     m[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = True
     return m
@@ -74,7 +77,7 @@ def test_plate_shifted_by_k_voxels(axis: int, k: int) -> None:
     # surface voxel in the shifted plate is straight across, at distance k.
     lo, hi = [4, 4, 4], [12, 12, 12]
     lo[axis], hi[axis] = 5, 6
-    a = _box(tuple(lo), tuple(hi))
+    a = _box(lo, hi)
     b = np.roll(a, k, axis=axis)
     for variant in ("pooled", "mean_of_means"):
         assert assd(a, b, variant=variant) == pytest.approx(k)
@@ -197,7 +200,7 @@ def test_outputs_record_the_hd95_variant(tmp_path) -> None:
 def test_anisotropic_spacing_scales_only_that_axis() -> None:
     lo, hi = [4, 4, 4], [12, 12, 12]
     lo[0], hi[0] = 5, 6
-    plate_x = _box(tuple(lo), tuple(hi))
+    plate_x = _box(lo, hi)
     spacing = (2.5, 0.7, 0.7)
     assert assd(plate_x, np.roll(plate_x, 2, axis=0), spacing) == pytest.approx(2 * 2.5)
     plate_y = np.moveaxis(plate_x, 0, 1)
@@ -274,11 +277,20 @@ def test_empty_policies(name: str, value: float, case: str) -> None:
     np.testing.assert_equal(metrics["hd95_vox"], value)
 
 
+def test_mpscl_policy_is_the_released_evaluation() -> None:
+    full = _box((4, 4, 4), (9, 9, 9))
+    assert dice(_empty(), _empty(), empty_policy="mpscl") == 0.0  # medpy's dc of two empty masks
+    assert dice(full, _empty(), empty_policy="mpscl") == 0.0
+    for pred, gt in ((full, _empty()), (_empty(), full), (_empty(), _empty())):
+        assert assd(pred, gt, variant="mean_of_means", empty_policy="mpscl") == 1.0  # any medpy exception -> 1
+    assert assd(full, full, variant="mean_of_means", empty_policy="mpscl") == 0.0
+
+
 def test_empty_policy_dice_both_empty_option() -> None:
     policy = EmptyPolicy("nan_dice1", dice_both_empty=1.0)
     assert dice(_empty(), _empty(), empty_policy=policy) == 1.0
     assert math.isnan(assd(_empty(), _empty(), empty_policy=policy))
-    assert set(EMPTY_POLICIES) == {"nan", "sifa_mpscl", "adr"}
+    assert set(EMPTY_POLICIES) == {"nan", "sifa_mpscl", "mpscl", "adr"}
 
 
 def test_empty_policy_rejects_bad_values() -> None:
@@ -286,7 +298,7 @@ def test_empty_policy_rejects_bad_values() -> None:
         EmptyPolicy("x", distance_value=-1.0)
     with pytest.raises(ConfigError, match="dice_both_empty"):
         EmptyPolicy("x", dice_both_empty=2.0)
-    with pytest.raises(ConfigError, match=r"'nan', 'sifa_mpscl', 'adr'.*'zero'"):
+    with pytest.raises(ConfigError, match=r"'nan', 'sifa_mpscl', 'mpscl', 'adr'.*'zero'"):
         dice(_empty(), _empty(), empty_policy="zero")
 
 
@@ -470,8 +482,9 @@ def test_accumulator_rejects_inconsistent_cases() -> None:
         acc.add("c4", {1: {"dice": 1.0, "assd_vox_pooled": 0.0}})
     with pytest.raises(MetricInputError, match="class 2: expected metrics"):
         acc.add("c4", {1: {"dice": 1.0, "assd_vox_pooled": 0.0}, 2: {"dice": 1.0}})
+    high: Any = "high"  # wrong type on purpose, as if read from a file: the runtime check must catch it
     with pytest.raises(MetricInputError, match="expected a number, found 'high'"):
-        acc.add("c4", {1: {"dice": 1.0, "assd_vox_pooled": 0.0}, 2: {"dice": "high", "assd_vox_pooled": 0.0}})
+        acc.add("c4", {1: {"dice": 1.0, "assd_vox_pooled": 0.0}, 2: {"dice": high, "assd_vox_pooled": 0.0}})
     assert len(acc) == 3
     with pytest.raises(MetricInputError, match="no case has been added"):
         MetricAccumulator().summary()

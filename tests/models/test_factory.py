@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from tcsa_uda.errors import ConfigError, MissingPathError
+from tcsa_uda.models.backbones import BasicBlock
 from tcsa_uda.models.factory import available_models, build_segmenter, register_segmenter
 from tcsa_uda.models.segmenter import TCSASegmenter, parameter_groups
 
@@ -31,8 +33,11 @@ def test_unknown_option_lists_valid_options() -> None:
 
 
 def test_duplicate_registration_rejected() -> None:
+    def builder(num_classes: int, text_dim: int) -> TCSASegmenter:
+        raise AssertionError("a rejected builder must never be called")
+
     with pytest.raises(ConfigError, match="already registered"):
-        register_segmenter("light")(lambda num_classes, text_dim: None)
+        register_segmenter("light")(builder)
 
 
 def test_light_base_width_option() -> None:
@@ -67,8 +72,9 @@ def test_every_model_stride_8_and_gradients_reach_all_groups(name: str) -> None:
     assert sum(len(v) for v in groups.values()) == len(trainable)
     assert {id(p) for v in groups.values() for p in v} == {id(p) for p in trainable}
     for group, params in groups.items():
-        assert all(p.grad is not None for p in params), group
-        assert sum(float(p.grad.abs().sum()) for p in params) > 0.0, group
+        grads = [p.grad for p in params if p.grad is not None]
+        assert len(grads) == len(params), group
+        assert sum(float(g.abs().sum()) for g in grads) > 0.0, group
 
 
 def test_weights_round_trip_through_factory(tmp_path) -> None:
@@ -77,8 +83,12 @@ def test_weights_round_trip_through_factory(tmp_path) -> None:
     path = tmp_path / "light_backbone.pt"
     torch.save(src.backbone.state_dict(), path)
     dst = build_segmenter("light", C, D, weights=path, base_width=8)
-    assert torch.equal(dst.backbone.layer3[0].conv1.weight, src.backbone.layer3[0].conv1.weight)
-    assert not torch.equal(dst.aux_head.branches[0].weight, src.aux_head.branches[0].weight)  # heads stay random
+    dst_block, src_block = dst.backbone.layer3[0], src.backbone.layer3[0]
+    assert isinstance(dst_block, BasicBlock) and isinstance(src_block, BasicBlock)
+    assert torch.equal(dst_block.conv1.weight, src_block.conv1.weight)
+    dst_aux, src_aux = dst.aux_head.branches[0], src.aux_head.branches[0]
+    assert isinstance(dst_aux, nn.Conv2d) and isinstance(src_aux, nn.Conv2d)
+    assert not torch.equal(dst_aux.weight, src_aux.weight)  # heads stay random
 
 
 def test_weights_missing_file_through_factory(tmp_path) -> None:

@@ -61,6 +61,7 @@ def test_global_token_reference() -> None:
     torch.nn.init.normal_(tok.norm.weight)
     torch.nn.init.normal_(tok.norm.bias)
     f_hi = torch.randn(2, 16, 5, 5)
+    assert tok.proj.bias is not None
     pooled = F.relu(F.group_norm(f_hi, 8, tok.norm.weight, tok.norm.bias)).mean(dim=(2, 3))  # (B, 16)
     expected = pooled @ tok.proj.weight.view(8, 16).T + tok.proj.bias
     out = tok(f_hi)
@@ -97,8 +98,10 @@ def test_mha_with_single_key_returns_projected_value() -> None:
     torch.testing.assert_close(out, expected)
     out.sum().backward()
     # all attention weights are 1: the query/key projections receive exactly zero gradient
-    assert float(mha.q_proj.weight.grad.abs().max()) == 0.0
-    assert float(mha.v_proj.weight.grad.abs().max()) > 0.0
+    q_grad, v_grad = mha.q_proj.weight.grad, mha.v_proj.weight.grad
+    assert q_grad is not None and v_grad is not None
+    assert float(q_grad.abs().max()) == 0.0
+    assert float(v_grad.abs().max()) > 0.0
 
 
 def test_fusion_transformer_shape_and_layer_norm() -> None:

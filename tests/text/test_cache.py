@@ -59,13 +59,13 @@ class HashEncoder:
 
 
 @pytest.fixture
-def counting_registry(monkeypatch):
+def counting_registry(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
     """Register ``hash`` whose factory counts its calls; the registry is restored afterwards."""
     monkeypatch.setattr(encoders, "_REGISTRY", dict(encoders._REGISTRY))
     monkeypatch.setattr(HashEncoder, "loads", 0)
     factory_calls: list[str | None] = []
 
-    def factory(argument):
+    def factory(argument: str | None) -> HashEncoder:
         factory_calls.append(argument)
         return HashEncoder()
 
@@ -174,11 +174,11 @@ def _fake_tokenizer(texts, **_):
     return {"input_ids": ones, "attention_mask": ones}
 
 
-def test_minilm_cache_hit_does_not_load_the_model(tmp_path, monkeypatch):
+def test_minilm_cache_hit_does_not_load_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The real default encoder; its loader is replaced by a counter returning a stand-in model."""
     calls: list[Path] = []
 
-    def counting_loader(folder):
+    def counting_loader(folder: Path) -> encoders.LoadedTextModel:
         calls.append(folder)
         return encoders.LoadedTextModel(_fake_tokenizer, _TokenStates(), "auto", "mean", 8, 3)
 

@@ -3,6 +3,7 @@
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -25,7 +26,11 @@ WORDS = ["a", "of", "computed", "tomography", "background", "myocardium", "left"
 
 def save_tiny_bert(folder: Path, seed: int = 0) -> Path:
     """A randomly initialised 1-layer BERT (hidden 8) and its WordPiece tokenizer."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import (  # type: ignore[attr-defined]  # transformers 5 has BertTokenizerFast at runtime only
+        BertConfig,
+        BertModel,
+        BertTokenizerFast,
+    )
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
@@ -47,12 +52,18 @@ def save_tiny_bert(folder: Path, seed: int = 0) -> Path:
 
 def save_tiny_clip(folder: Path, with_projection: bool) -> Path:
     """A tiny CLIP (text + vision) or a CLIP text tower without projection, BERT tokenizer."""
-    from transformers import BertTokenizerFast, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel
+    from transformers import (  # type: ignore[attr-defined]  # transformers 5 has BertTokenizerFast at runtime only
+        BertTokenizerFast,
+        CLIPConfig,
+        CLIPModel,
+        CLIPTextConfig,
+        CLIPTextModel,
+    )
 
     save_tiny_bert(folder)  # for its tokenizer files; the weights are overwritten below
     (folder / "model.safetensors").unlink()
     vocab = len((folder / "vocab.txt").read_text(encoding="utf-8").split())
-    text = {
+    text: dict[str, Any] = {
         "vocab_size": vocab,
         "hidden_size": 8,
         "intermediate_size": 16,
@@ -112,7 +123,7 @@ def test_bad_encoder_names_list_the_valid_ones(name, fragment):
     assert "hf:<folder>" in str(info.value)
 
 
-def test_constructing_an_encoder_does_not_load_it(monkeypatch, tmp_path):
+def test_constructing_an_encoder_does_not_load_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls: list[Path] = []
     monkeypatch.setattr(encoders, "load_text_model", lambda folder: calls.append(folder))
     folder = save_tiny_bert(tmp_path / "bert")

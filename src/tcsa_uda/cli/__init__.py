@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "predict",
     "convert",
     "report",
+    "bench",
 )
 
 for _name in COMMAND_MODULES:

@@ -76,17 +76,25 @@ def mmwhs_command(
 @convert_app.command("mmwhs-sifa")
 def mmwhs_sifa_command(
     root: Path = typer.Option(
-        ..., "--root", help="Folder of the SIFA/MPSCL release: test *.npz volumes, training slices and datalists."
+        ...,
+        "--root",
+        help="Folder of the SIFA / PnP-AdaNet release (tfrecords, image_/gth_ test NIfTI) or of its MPSCL numpy copy "
+        "(data_np with the datalists).",
     ),
     out: Path = _OUT,
+    slice_values: str = typer.Option(
+        "unit",
+        "--slice-values",
+        help="Intensities of .npy training slices: unit (MPSCL, already in [-1, 1]) or zscore (like the test volumes).",
+    ),
     progress: bool = _PROGRESS,
     overwrite: bool = _OVERWRITE,
 ) -> None:
-    """The preprocessed SIFA/MPSCL MM-WHS release (test flip undone; slice with --axis coronal)."""
+    """The SIFA/MPSCL MM-WHS release (z-scores; then prepare --axis coronal --normalization fixed)."""
     from tcsa_uda.data.convert.mmwhs_sifa import convert_mmwhs_sifa
 
     _claim(out, overwrite)
-    _report(convert_mmwhs_sifa(root, out, progress=progress))
+    _report(convert_mmwhs_sifa(root, out, slice_values=slice_values, progress=progress))
 
 
 @convert_app.command("abdomen")

@@ -30,10 +30,21 @@ def evaluate_command(
         None, "--assd-variant", help="ASSD shown in the tables: pooled (default) or mean_of_means."
     ),
     empty_policy: str | None = typer.Option(
-        None, "--empty-policy", help="Missing structure: nan (default), sifa_mpscl (ASSD 1) or adr (ASSD 100)."
+        None,
+        "--empty-policy",
+        help="Missing structure: nan (default), sifa_mpscl (ASSD 1), mpscl (ASSD 1, both empty: Dice 0) or adr "
+        "(ASSD 100).",
     ),
     parity: str | None = typer.Option(
-        None, "--parity", help="sifa: the literature's conventions (voxels, mean_of_means, missing -> ASSD 1)."
+        None,
+        "--parity",
+        help="mpscl: the released MPSCL/TCSA-UDA evaluation exactly (voxels, mean_of_means, missing -> ASSD 1, both "
+        "empty -> Dice 0, last D mod 32 slices background); sifa: the SIFA-era metric conventions on whole volumes.",
+    ),
+    tail_policy: str | None = typer.Option(
+        None,
+        "--tail-policy",
+        help="none (default: every slice predicted) or released_batch32 (last D mod 32 slices left background).",
     ),
     hd95_variant: str | None = typer.Option(
         None,
@@ -75,7 +86,9 @@ def evaluate_command(
     from tcsa_uda.evaluation.evaluate import run_evaluation
     from tcsa_uda.evaluation.settings import resolve_settings
 
-    settings = resolve_settings(metrics, units, assd_variant, empty_policy, parity, hd95_variant)
+    settings = resolve_settings(
+        metrics, units, assd_variant, empty_policy, parity, tail_policy=tail_policy, hd95_variant=hd95_variant
+    )
     order = [c.strip() for c in class_order.split(",")] if class_order else None
     result = run_evaluation(
         dataset,

@@ -17,6 +17,7 @@ checked by :mod:`tcsa_uda.data.verify`.
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from tcsa_uda.paths import data_path_hint, resolve_data_path
 DATASET_FILE = "dataset.json"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 TOP_KEYS = {"name", "labels", "class_descriptions", "domains", "description", "reference", "licence", "license"}
-DOMAIN_KEYS = {"modality", "cases", "channel", "description"}
+DOMAIN_KEYS = {"modality", "cases", "channel", "intensity_range", "description"}
 CASE_KEYS = {"id", "image", "label", "split"}
 
 
@@ -67,12 +68,15 @@ class DomainSpec:
     """One imaging modality (domain): a modality phrase for prompts and its cases.
 
     ``channel`` selects one volume of a 4D image (e.g. one sequence of a multi-sequence file).
+    ``intensity_range`` is the ``(lo, hi)`` that ``prepare --normalization fixed`` maps to
+    [-1, 1] for this domain (e.g. the statistics of the SIFA release), or None.
     """
 
     name: str
     modality: str
     cases: tuple[CaseSpec, ...]
     channel: int | None = None
+    intensity_range: tuple[float, float] | None = None
 
     def select(self, split: str | None = None, labelled: bool | None = None) -> list[CaseSpec]:
         """Cases of ``split`` (all when None), optionally only (un)labelled ones."""
@@ -281,6 +285,7 @@ def _check_domain(dname: str, draw: Any, file: str, problems: list[Problem], war
         problems.append(
             Problem(dname, file, f"expected 'channel' to be a non-negative integer or absent, found {channel!r}")
         )
+    intensity_range = _check_intensity_range(draw.get("intensity_range"), dname, file, problems)
     unknown = sorted(set(draw) - DOMAIN_KEYS)
     if unknown:
         warns.append(f"{file} [{dname}]: unknown key(s) {unknown} ignored (known: {sorted(DOMAIN_KEYS)})")
@@ -319,8 +324,31 @@ def _check_domain(dname: str, draw: Any, file: str, problems: list[Problem], war
     if not isinstance(modality, str) or not modality.strip():
         return None
     return DomainSpec(
-        name=dname, modality=modality, cases=tuple(cases), channel=channel if isinstance(channel, int) else None
+        name=dname,
+        modality=modality,
+        cases=tuple(cases),
+        channel=channel if isinstance(channel, int) else None,
+        intensity_range=intensity_range,
     )
+
+
+def _check_intensity_range(raw: Any, dname: str, file: str, problems: list[Problem]) -> tuple[float, float] | None:
+    """``intensity_range`` as ``(lo, hi)``: two finite numbers with lo < hi, or None when absent."""
+    if raw is None:
+        return None
+    numbers = (
+        isinstance(raw, list)
+        and len(raw) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw)
+    )
+    if not numbers or not all(math.isfinite(float(v)) for v in raw) or not float(raw[0]) < float(raw[1]):
+        problems.append(
+            Problem(
+                dname, file, f"expected 'intensity_range' to be [lo, hi] with finite lo < hi or absent, found {raw!r}"
+            )
+        )
+        return None
+    return float(raw[0]), float(raw[1])
 
 
 def path_outside_problem(root: Path, relative: str, key: str = "image") -> str | None:
@@ -425,6 +453,8 @@ def dataset_to_dict(spec: DatasetSpec) -> dict[str, Any]:
         d: dict[str, Any] = {"modality": dom.modality}
         if dom.channel is not None:
             d["channel"] = dom.channel
+        if dom.intensity_range is not None:
+            d["intensity_range"] = list(dom.intensity_range)
         d["cases"] = [
             {"id": c.id, "image": c.image, **({"label": c.label} if c.label else {}), "split": c.split}
             for c in dom.cases

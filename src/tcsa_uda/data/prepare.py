@@ -1,6 +1,7 @@
 """``tcsa-uda prepare``: turn the volumes of every domain into 2D training slices.
 
-Each volume is normalised on its own (:mod:`tcsa_uda.data.normalize`), cut into slices along an
+Each volume is normalised on its own (:mod:`tcsa_uda.data.normalize`; ``--normalization``
+``percentile_zscore`` by default, ``fixed`` per-domain ranges, or ``none``), cut into slices along an
 anatomical axis found from its affine (axial = the S/I array axis, coronal = A/P, sagittal = L/R;
 an integer picks the array axis directly), padded to a centred square with its darkest value
 (-1 after normalisation; background 0 for labels) and resized to ``size x size`` (images
@@ -8,7 +9,7 @@ bilinear, labels nearest). The result of one case is one memory-mappable ``.npy`
 
     OUT/index.json                  every trusted case: files, geometry, affine, normalisation
     OUT/prepare.yaml                the resolved settings (PrepareConfig)
-    OUT/<domain>/<case>_img.npy     float32 (S, size, size), values in [-1, 1]
+    OUT/<domain>/<case>_img.npy     float32 (S, size, size), values in [-1, 1] (``fixed``: lo..hi -> -1..1)
     OUT/<domain>/<case>_seg.npy     uint8   (S, size, size), only for labelled cases
 
 Every case is checked by :func:`tcsa_uda.data.verify.verify_case`, the code path of ``tcsa-uda
@@ -37,7 +38,8 @@ reads.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +58,15 @@ from tcsa_uda.data.geometry import (
     resolve_axis,
 )
 from tcsa_uda.data.io import Volume
-from tcsa_uda.data.normalize import check_percentiles, normalize_volume
+from tcsa_uda.data.normalize import (
+    FIXED,
+    FIXED_PRESETS,
+    NORMALIZATIONS,
+    NormalizationSpec,
+    check_percentiles,
+    check_range,
+    normalize_with,
+)
 from tcsa_uda.data.prepared import (
     CONFIG_FILE,
     FORMAT_VERSION,
@@ -83,7 +93,9 @@ class PrepareConfig:
         out: the output folder.
         axis: ``axial``, ``coronal``, ``sagittal`` or an array axis ``0``, ``1``, ``2``.
         size: side of the square output slices in pixels.
-        clip_percentiles: (low, high) intensity percentiles each volume is clipped to.
+        clip_percentiles: (low, high) intensity percentiles each volume is clipped to
+            (``percentile_zscore`` only).
+        normalization: the intensity map (:class:`~tcsa_uda.data.normalize.NormalizationSpec`).
     """
 
     dataset: Path
@@ -91,6 +103,7 @@ class PrepareConfig:
     axis: str = "axial"
     size: int = 256
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    normalization: NormalizationSpec = field(default_factory=NormalizationSpec)
 
     def __post_init__(self) -> None:
         parse_axis(self.axis)
@@ -100,7 +113,69 @@ class PrepareConfig:
 
     def settings(self) -> dict[str, Any]:
         """The settings that determine the content of the prepared files."""
-        return {"axis": self.axis, "size": self.size, "clip_percentiles": list(map(float, self.clip_percentiles))}
+        return {
+            "axis": self.axis,
+            "size": self.size,
+            "clip_percentiles": list(map(float, self.clip_percentiles)),
+            "normalization": self.normalization.to_dict(),
+        }
+
+
+def resolve_normalization(
+    spec: DatasetSpec,
+    method: str | NormalizationSpec = "percentile_zscore",
+    fixed_ranges: Mapping[str, tuple[float, float]] | None = None,
+    fixed_preset: str | None = None,
+) -> NormalizationSpec:
+    """The normalisation of a ``prepare`` run on ``spec``.
+
+    Under ``fixed``, each domain's ``(lo, hi)`` comes from ``fixed_ranges``, else from the preset
+    ``fixed_preset`` (:data:`~tcsa_uda.data.normalize.FIXED_PRESETS`), else from the domain's
+    ``intensity_range`` in ``dataset.json``.
+
+    Raises:
+        ConfigError: an unknown method or preset, ranges or a preset given without ``fixed``, a
+            range for a domain the dataset lacks, or a domain left without a range.
+    """
+    if isinstance(method, NormalizationSpec):
+        if fixed_ranges or fixed_preset:
+            raise ConfigError("normalization: give fixed ranges or a preset, or a NormalizationSpec, not both.")
+        return method
+    if method not in NORMALIZATIONS:
+        raise ConfigError(f"normalization: expected one of {', '.join(map(repr, NORMALIZATIONS))}, found {method!r}.")
+    if method != FIXED:
+        if fixed_ranges or fixed_preset:
+            raise ConfigError(
+                f"--fixed-range / --fixed-preset apply to --normalization fixed, not to {method!r}; drop them or use "
+                "fixed."
+            )
+        return NormalizationSpec(method)
+    unknown = sorted(set(fixed_ranges or {}) - set(spec.domains))
+    if unknown:
+        raise ConfigError(
+            f"--fixed-range: the dataset {spec.root} has no domain(s) {unknown}; its domains are {list(spec.domains)}."
+        )
+    preset: Mapping[str, tuple[float, float]] = {}
+    if fixed_preset is not None:
+        if fixed_preset not in FIXED_PRESETS:
+            raise ConfigError(
+                f"--fixed-preset: expected one of {', '.join(map(repr, FIXED_PRESETS))}, found {fixed_preset!r}."
+            )
+        preset = FIXED_PRESETS[fixed_preset]
+    ranges: dict[str, tuple[float, float]] = {}
+    missing = []
+    for dname, dom in spec.domains.items():
+        pair = (fixed_ranges or {}).get(dname) or preset.get(dname) or dom.intensity_range
+        if pair is None:
+            missing.append(dname)
+        else:
+            ranges[dname] = check_range(pair, f"intensity range of domain {dname!r}")
+    if missing:
+        raise ConfigError(
+            f"--normalization fixed: no intensity range for domain(s) {missing} of {spec.root}; pass --fixed-range "
+            f"DOMAIN=LO,HI, a --fixed-preset ({', '.join(FIXED_PRESETS)}) or set 'intensity_range' in dataset.json."
+        )
+    return NormalizationSpec.fixed(ranges)
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,6 +189,9 @@ def prepare_dataset(
     size: int = 256,
     clip_percentiles: tuple[float, float] = (0.5, 99.5),
     progress: bool = True,
+    normalization: str | NormalizationSpec = "percentile_zscore",
+    fixed_ranges: Mapping[str, tuple[float, float]] | None = None,
+    fixed_preset: str | None = None,
     overwrite: bool = False,
 ) -> PreparedIndex:
     """Prepare the 2D training slices of every case of every domain of ``dataset``.
@@ -125,6 +203,9 @@ def prepare_dataset(
         size: side of the square slices.
         clip_percentiles: (low, high) percentiles each volume is clipped to before z-scoring.
         progress: show a tqdm progress bar over the cases.
+        normalization: ``percentile_zscore``, ``fixed``, ``none`` or a complete spec.
+        fixed_ranges: ``fixed``: domain -> (lo, hi), overriding the preset and dataset.json.
+        fixed_preset: ``fixed``: a named set of ranges (``sifa``).
         overwrite: write into a non-empty folder that is not a previous prepare of this dataset.
 
     Returns:
@@ -142,6 +223,7 @@ def prepare_dataset(
         dataset=Path(dataset), out=Path(out), axis=str(parse_axis(axis)), size=size, clip_percentiles=(low, high)
     )
     spec = load_dataset(cfg.dataset)
+    cfg = replace(cfg, normalization=resolve_normalization(spec, normalization, fixed_ranges, fixed_preset))
     root = cfg.out
     names = _file_names(spec)
     old_path = root / INDEX_FILE
@@ -274,7 +356,10 @@ def _source_record(root: Path, case: CaseSpec) -> dict[str, Any]:
 
 def _reusable(root: Path, entry: dict[str, Any], settings: dict[str, Any], source: dict[str, Any]) -> bool:
     """True when ``entry`` was made from the same files with the same settings and its files are intact."""
-    if entry.get("settings") != settings or entry.get("source") != source:
+    old = entry.get("settings")
+    if isinstance(old, dict) and "normalization" not in old:  # prepared before the option: the default
+        old = {**old, "normalization": NormalizationSpec().to_dict()}
+    if old != settings or entry.get("source") != source:
         return False
     try:
         n, size = int(entry["n_slices"]), int(entry["geometry"]["size"])
@@ -314,7 +399,13 @@ def _prepare_case(
         settings: the case's prepare settings.
         source: the reuse fingerprint of the case's files.
     """
-    normalised, record = normalize_volume(image.array, tuple(settings["clip_percentiles"]), what=str(image_path))
+    normalised, record = normalize_with(
+        image.array,
+        NormalizationSpec.from_dict(settings["normalization"]),
+        domain=dom.name,
+        percentiles=tuple(settings["clip_percentiles"]),
+        what=str(image_path),
+    )
     axis = resolve_axis(image.affine, settings["axis"], what=str(image_path))
     geometry = make_geometry(normalised.shape, axis, int(settings["size"]))
 

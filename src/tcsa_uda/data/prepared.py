@@ -22,7 +22,7 @@ import numpy as np
 
 from tcsa_uda.data.contract import SPLITS
 from tcsa_uda.data.geometry import SliceGeometry
-from tcsa_uda.data.normalize import NormalizationRecord
+from tcsa_uda.data.normalize import AnyNormalizationRecord, record_from_dict
 from tcsa_uda.errors import DatasetError, MissingPathError
 from tcsa_uda.paths import data_path_hint, resolve_data_path
 
@@ -58,7 +58,7 @@ class PreparedCase:
     label: Path | None
     geometry: SliceGeometry
     affine: np.ndarray
-    normalization: NormalizationRecord
+    normalization: AnyNormalizationRecord
     foreground_slices: tuple[int, ...] | None
     source: dict[str, Any]
 
@@ -103,7 +103,8 @@ class PreparedIndex:
         labels: class name -> id, copied from ``dataset.json``.
         class_descriptions: optional long class descriptions from ``dataset.json``.
         modalities: domain name -> modality phrase (for text prompts).
-        settings: ``axis``, ``size`` and ``clip_percentiles`` used.
+        settings: ``axis``, ``size``, ``clip_percentiles`` and ``normalization`` used (the last is
+            absent from folders prepared before that option existed: ``percentile_zscore``).
         dataset_path: the source dataset folder as it was when preparing.
         dataset_name: the dataset's name.
         all_cases: every prepared case, in dataset order.
@@ -228,7 +229,7 @@ def _case_from_dict(root: Path, entry: dict[str, Any]) -> PreparedCase:
         label=None if files.get("label") is None else root / files["label"],
         geometry=SliceGeometry.from_dict(entry["geometry"]),
         affine=np.asarray(entry["affine"], dtype=np.float64).reshape(4, 4),
-        normalization=NormalizationRecord.from_dict(entry["normalization"]),
+        normalization=record_from_dict(entry["normalization"]),
         foreground_slices=None if fg is None else tuple(int(i) for i in fg),
         source=dict(entry["source"]),
     )

@@ -191,7 +191,8 @@ def _header_shape(path: Path) -> tuple[int, ...] | None:
     An unreadable file is reported by the full load that follows.
     """
     try:
-        return tuple(int(n) for n in nib.load(str(path)).shape)  # type: ignore[attr-defined]
+        img = nib.load(str(path))
+        return tuple(int(n) for n in getattr(img, "shape", ()))  # every readable volume format has a shape
     except Exception:  # noqa: BLE001  (nibabel raises many types for missing or corrupt files)
         return None
 

@@ -11,12 +11,14 @@ Three sources of predictions share one scoring path (:func:`score_case`):
 
 Every volume is predicted whole (no slice dropped) on its original voxel grid and compared
 with the original label file; distances in mm use the spacing of the ground-truth affine. The
-ground truth is checked like a prediction (integer ids of the dataset's classes only). A label
-map on disk whose grid (shape or affine) differs from its ground truth's is an error unless
-``resample_to_gt`` (nearest neighbour in world space onto the ground-truth grid); the outputs
-record which cases were resampled. The output folder is claimed before the evaluation starts
-(:class:`~tcsa_uda.outputs.OutputFolder`): files evaluate did not write are never replaced
-without ``overwrite``.
+``released_batch32`` tail policy (``--parity mpscl``) then sets to background the last
+``D mod 32`` slices along the slicing axis, as the released evaluation leaves them, and records
+their number per case in ``meta["tail_slices"]``. The ground truth is checked like a prediction
+(integer ids of the dataset's classes only). A label map on disk whose grid (shape or affine)
+differs from its ground truth's is an error unless ``resample_to_gt`` (nearest neighbour in
+world space onto the ground-truth grid); the outputs record which cases were resampled. The
+output folder is claimed before the evaluation starts (:class:`~tcsa_uda.outputs.OutputFolder`):
+files evaluate did not write are never replaced without ``overwrite``.
 :func:`run_evaluation` resolves the command-line inputs, evaluates and writes
 ``metrics.csv``, ``metrics.json``, ``summary.md`` and ``summary.tex`` (docs/evaluation.md).
 """
@@ -49,7 +51,7 @@ from tcsa_uda.evaluation.ground_truth import (
 from tcsa_uda.evaluation.inference import predict_stack, predict_volume
 from tcsa_uda.evaluation.model import LoadedModel, load_model, resolve_checkpoint
 from tcsa_uda.evaluation.predictions import find_predictions, read_prediction, resample_to_grid, safe_case_name
-from tcsa_uda.evaluation.settings import EvalSettings, score_case
+from tcsa_uda.evaluation.settings import EvalSettings, apply_tail_policy, score_case
 from tcsa_uda.evaluation.tables import TableRow, TableSpec, latex_table, markdown_table
 from tcsa_uda.metrics.volume import MetricAccumulator
 from tcsa_uda.outputs import OutputFolder
@@ -135,17 +137,21 @@ def evaluate_domain(
         )
     cases, unlabelled = ground_truth_cases(index, domain, split)
     text = loaded.text_for(domain, device)
+    tails: dict[str, int] = {}
 
     def predict(case: GroundTruthCase, gt: Volume) -> np.ndarray:
         prepared = case.prepared
         if prepared is None:
             raise DatasetError(f"case {case.id}: no prepared slices in {index.root}.")
-        return predict_stack(
+        labels = predict_stack(
             loaded.model, np.asarray(prepared.load_image()), prepared.geometry, text, batch_size, flip
         ).labels
+        labels, tails[case.id] = apply_tail_policy(labels, prepared.geometry.axis, settings.tail_policy)
+        return labels
 
     meta = {"domain": domain, "split": split, "metrics": settings.metrics, "unlabelled_cases": unlabelled}
-    return _evaluate_cases(cases, predict, loaded.class_names, settings, meta, progress, save_dir)
+    acc = _evaluate_cases(cases, predict, loaded.class_names, settings, meta, progress, save_dir)
+    return _with_tails(acc, tails, settings)
 
 
 def evaluate_dataset(
@@ -176,17 +182,28 @@ def evaluate_dataset(
     prep = loaded.preprocessing
     cases, unlabelled = ground_truth_cases(spec, domain, split)
     text = loaded.text_for(domain, device)
+    tails: dict[str, int] = {}
 
     def predict(case: GroundTruthCase, gt: Volume) -> np.ndarray:
         if case.image is None:
             raise MissingPathError(f"case {case.id}: no image path to predict from.")
         image = load_nifti(case.image, channel=case.channel, what="image")
-        return predict_volume(
-            loaded.model, image.array, image.affine, text, prep, batch_size, flip, what=str(case.image)
-        ).labels
+        pred = predict_volume(
+            loaded.model, image.array, image.affine, text, prep, batch_size, flip, what=str(case.image), domain=domain
+        )
+        labels, tails[case.id] = apply_tail_policy(pred.labels, pred.geometry.axis, settings.tail_policy)
+        return labels
 
     meta = {"domain": domain, "split": split, "metrics": settings.metrics, "unlabelled_cases": unlabelled}
-    return _evaluate_cases(cases, predict, loaded.class_names, settings, meta, progress, save_dir)
+    acc = _evaluate_cases(cases, predict, loaded.class_names, settings, meta, progress, save_dir)
+    return _with_tails(acc, tails, settings)
+
+
+def _with_tails(acc: MetricAccumulator, tails: dict[str, int], settings: EvalSettings) -> MetricAccumulator:
+    """Record the number of tail slices set to background per case (tail policies other than ``none``)."""
+    if settings.tail_policy != "none":
+        acc.meta = {**acc.meta, "tail_slices": dict(tails)}
+    return acc
 
 
 def evaluate_predictions(
@@ -214,6 +231,12 @@ def evaluate_predictions(
         DatasetError: see :func:`read_prediction`; a prediction on another grid without ``resample_to_gt``.
     """
     settings = settings or EvalSettings()
+    if settings.tail_policy != "none":
+        raise ConfigError(
+            f"tail policy {settings.tail_policy}: it sets to background the slices a released evaluation never "
+            "predicted, which needs the model; label maps on disk are scored as they are. For the other mpscl "
+            "conventions use --units vox --assd-variant mean_of_means --empty-policy mpscl."
+        )
     pred_dir = Path(pred_dir)
     files = find_predictions(pred_dir)
     cases, unlabelled = ground_truth_cases(source, domain, split)
@@ -422,6 +445,7 @@ def run_evaluation(
         assd_metric=settings.table_assd_metric,
         empty_policy=settings.empty_policy,
         parity=settings.parity,
+        tail_policy=settings.tail_policy,
         model_selection=model_selection,
         domain=domain,
         split=split,

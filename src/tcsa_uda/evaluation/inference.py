@@ -9,7 +9,7 @@ Two entry points give the same numbers for the same volume:
 
 * :func:`predict_case` reads the slices that ``tcsa-uda prepare`` stored;
 * :func:`predict_volume` preprocesses an image array in memory exactly as ``prepare`` does
-  (:func:`~tcsa_uda.data.normalize.normalize_volume`, :func:`~tcsa_uda.data.prepare.resolve_axis`,
+  (:func:`~tcsa_uda.data.normalize.normalize_with`, :func:`~tcsa_uda.data.prepare.resolve_axis`,
   :func:`~tcsa_uda.data.prepare.make_geometry`, :func:`~tcsa_uda.data.prepare.image_to_slices`)
   with the settings a checkpoint recorded (:class:`PreprocessingSettings`), so ``predict`` and
   ``evaluate`` on a raw dataset need no prepared folder.
@@ -21,7 +21,7 @@ argmax there (not a nearest-neighbour resize of the network-resolution argmax).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from tcsa_uda.data.geometry import (
     slices_to_volume,
 )
 from tcsa_uda.data.io import Volume, load_nifti
-from tcsa_uda.data.normalize import check_percentiles, normalize_volume
+from tcsa_uda.data.normalize import PERCENTILE_ZSCORE, NormalizationSpec, check_percentiles, normalize_with
 from tcsa_uda.data.prepared import PreparedCase, PreparedIndex
 from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
 from tcsa_uda.models.inference import check_batch_size, predict_slices
@@ -52,11 +52,13 @@ class PreprocessingSettings:
             each volume's affine) or an array axis ``"0"``/``"1"``/``"2"``.
         size: side of the square network input in pixels.
         clip_percentiles: (low, high) intensity percentiles each volume is clipped to.
+        normalization: the intensity map (``percentile_zscore`` when the settings predate it).
     """
 
     axis: str
     size: int
     clip_percentiles: tuple[float, float]
+    normalization: NormalizationSpec = field(default_factory=NormalizationSpec)
 
     def __post_init__(self) -> None:
         parse_axis(self.axis)
@@ -90,7 +92,8 @@ class PreprocessingSettings:
         if isinstance(clip, (str, bytes)) or not hasattr(clip, "__len__") or len(clip) != 2:
             raise ConfigError(f"{source}: clip_percentiles: expected two numbers (low, high), found {clip!r}.")
         low, high = check_percentiles((clip[0], clip[1]), f"{source}: clip_percentiles")
-        return cls(axis=axis, size=size, clip_percentiles=(low, high))
+        norm = NormalizationSpec.from_dict(data.get("normalization"), source)
+        return cls(axis=axis, size=size, clip_percentiles=(low, high), normalization=norm)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Mapping[str, Any], source: str = "checkpoint") -> PreprocessingSettings:
@@ -105,14 +108,21 @@ class PreprocessingSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """The mapping ``prepare`` records in ``index.json`` settings."""
-        return {"axis": self.axis, "size": self.size, "clip_percentiles": list(self.clip_percentiles)}
+        return {
+            "axis": self.axis,
+            "size": self.size,
+            "clip_percentiles": list(self.clip_percentiles),
+            "normalization": self.normalization.to_dict(),
+        }
 
     def matches(self, settings: Mapping[str, Any]) -> bool:
-        """True when a prepared index's ``settings`` equal these (axis, size, percentiles)."""
+        """True when a prepared index's ``settings`` equal these (percentiles only count for percentile_zscore)."""
         try:
             other = PreprocessingSettings.from_mapping(settings)
         except ConfigError:
             return False
+        if self.normalization.method != PERCENTILE_ZSCORE:
+            other = PreprocessingSettings(other.axis, other.size, self.clip_percentiles, other.normalization)
         return other == self
 
 
@@ -206,6 +216,7 @@ def predict_volume(
     flip: bool = False,
     keep_probabilities: bool = False,
     what: str = "image",
+    domain: str | None = None,
 ) -> VolumePrediction:
     """Preprocess a raw image volume as ``prepare`` does, predict it and map back to its grid.
 
@@ -219,6 +230,7 @@ def predict_volume(
         flip: horizontal-flip test-time augmentation.
         keep_probabilities: also return the (C, X, Y, Z) probabilities.
         what: the image's name (file path) in error messages.
+        domain: the image's domain; picks its intensity range under ``fixed`` normalisation.
 
     Raises:
         DatasetError: the image is not 3D, not finite, or its affine does not fix the axis.
@@ -226,7 +238,7 @@ def predict_volume(
     arr = np.asarray(image)
     if arr.ndim != 3:
         raise DatasetError(f"{what}: expected a 3D image (X, Y, Z), found {arr.ndim}D data of shape {arr.shape}.")
-    normalised, _ = normalize_volume(arr, settings.clip_percentiles, what=what)
+    normalised, _ = normalize_with(arr, settings.normalization, domain, settings.clip_percentiles, what=what)
     axis = resolve_axis(affine, settings.axis, what=what)
     geometry = make_geometry(normalised.shape, axis, settings.size)
     slices = image_to_slices(normalised, geometry)  # (S, size, size)

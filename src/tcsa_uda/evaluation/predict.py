@@ -410,6 +410,7 @@ def predict_paths(
                 flip,
                 keep_probabilities=probabilities,
                 what=str(item.source),
+                domain=domain,
             )
         except OutputWriteError:
             raise

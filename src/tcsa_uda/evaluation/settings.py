@@ -1,8 +1,19 @@
 """Evaluation settings: every choice that changes an evaluation number, and scoring one volume with them.
 
 Metric set (Dice only or all), distance units (mm, voxels or both), the ASSD definition shown in
-tables, the HD95 definition, the missing-structure policy, and named parity presets that reproduce the conventions of
-published evaluations (docs/evaluation.md).
+tables, the HD95 definition, the missing-structure policy, the tail policy (slices a released
+evaluation never predicted), and named parity presets that reproduce the conventions of
+published evaluations (docs/evaluation.md):
+
+* ``sifa``: the metric conventions of the SIFA-era papers on a whole-volume prediction: ASSD in
+  voxels, mean of the two directed means (medpy's ``assd``), a missing structure scored ASSD 1
+  (the MPSCL rule), Dice of two empty masks undefined (NaN), every slice predicted. It reproduces
+  no released script exactly: SIFA's ``evaluate.py`` predicts in batches of 128 slices and leaves
+  the last ``D mod 128`` as background, and it stops on a missing structure.
+* ``mpscl``: the released MPSCL / TCSA-UDA evaluation (``eval_UDA.py``) exactly: the same ASSD,
+  ASSD 1 when either mask is empty, Dice 0 when both are, and slices predicted in batches of 32
+  with the last ``D mod 32`` slices of each volume left as background but still scored
+  (``tail_policy = released_batch32``).
 """
 
 from __future__ import annotations
@@ -23,10 +34,21 @@ METRIC_SETS: tuple[str, ...] = ("dice", "all")
 UNITS: tuple[str, ...] = ("mm", "vox", "both")
 """Distance units: ``mm`` (spacing from the affine), ``vox`` (evaluated grid), or both."""
 
+TAIL_POLICIES: dict[str, int | None] = {"none": None, "released_batch32": 32}
+"""Slices a released evaluation leaves unpredicted: ``none`` (every slice predicted) or
+``released_batch32`` (batches of 32; the last ``D mod 32`` slices along the slicing axis are
+background in the prediction and stay in the scored volume). Value: the batch size."""
+
 PARITY_PRESETS: dict[str, dict[str, str]] = {
-    # The released SIFA/MPSCL evaluation: ASSD in voxels, older medpy definition, ASSD = 1 when
-    # a structure is missing (docs/protocols.md, Evaluation).
-    "sifa": {"units": "vox", "assd_variant": "mean_of_means", "empty_policy": "sifa_mpscl"},
+    # SIFA-era metric conventions on whole-volume predictions (module docstring): no script's exact output.
+    "sifa": {"units": "vox", "assd_variant": "mean_of_means", "empty_policy": "sifa_mpscl", "tail_policy": "none"},
+    # The released MPSCL / TCSA-UDA eval_UDA.py, tail of D mod 32 unpredicted slices included.
+    "mpscl": {
+        "units": "vox",
+        "assd_variant": "mean_of_means",
+        "empty_policy": "mpscl",
+        "tail_policy": "released_batch32",
+    },
 }
 
 
@@ -40,6 +62,7 @@ class EvalSettings:
         assd_variant: the ASSD definition shown in the summary tables (the CSV/JSON hold both).
         empty_policy: missing-structure policy, a name in ``EMPTY_POLICIES``.
         parity: the parity preset these settings come from, or None.
+        tail_policy: a name in :data:`TAIL_POLICIES`; applies to model predictions only.
         hd95_variant: the HD95 definition, ``max_directed`` (MONAI; metric ``hd95_<unit>``) or
             ``pooled`` (medpy; metric ``hd95_<unit>_pooled``), :data:`~tcsa_uda.metrics.volume.HD_VARIANTS`.
     """
@@ -49,6 +72,7 @@ class EvalSettings:
     assd_variant: str = "pooled"
     empty_policy: str = "nan"
     parity: str | None = None
+    tail_policy: str = "none"
     hd95_variant: str = "max_directed"
 
     def __post_init__(self) -> None:
@@ -56,6 +80,7 @@ class EvalSettings:
         check_option(self.units, UNITS, "units")
         check_option(self.assd_variant, ASSD_VARIANTS, "assd_variant")
         resolve_empty_policy(self.empty_policy)
+        check_option(self.tail_policy, tuple(TAIL_POLICIES), "tail_policy")
         if self.parity is not None:
             check_option(self.parity, tuple(PARITY_PRESETS), "parity")
         check_option(self.hd95_variant, HD_VARIANTS, "hd95_variant")
@@ -77,8 +102,39 @@ class EvalSettings:
             "assd_variant": self.assd_variant,
             "empty_policy": self.empty_policy,
             "parity": self.parity,
+            "tail_policy": self.tail_policy,
             "hd95_variant": self.hd95_variant,
         }
+
+
+def apply_tail_policy(labels: np.ndarray, axis: int, policy: str) -> tuple[np.ndarray, int]:
+    """Set to background the slices a released evaluation would not have predicted.
+
+    Under ``released_batch32`` the slices along ``axis`` (the slicing axis of the prediction)
+    are predicted in batches of 32 and only ``32 * floor(D / 32)`` of the ``D`` slices are; the
+    last ``D mod 32`` stay background in the prediction while the ground truth keeps them.
+
+    Args:
+        labels: (X, Y, Z) predicted label map.
+        axis: the array axis the volume was sliced along.
+        policy: a name in :data:`TAIL_POLICIES`.
+
+    Returns:
+        ``(labels, n)``: a copy with the tail set to 0 (``labels`` itself for ``none``) and the
+        number ``n`` of tail slices.
+    """
+    batch = TAIL_POLICIES[check_option(policy, tuple(TAIL_POLICIES), "tail_policy")]
+    if batch is None:
+        return labels, 0
+    depth = labels.shape[axis]
+    tail = depth % batch
+    if not tail:
+        return labels, 0
+    out = np.array(labels, copy=True)
+    index: list[slice] = [slice(None)] * out.ndim
+    index[axis] = slice(depth - tail, depth)
+    out[tuple(index)] = 0
+    return out, tail
 
 
 def resolve_settings(
@@ -87,15 +143,16 @@ def resolve_settings(
     assd_variant: str | None = None,
     empty_policy: str | None = None,
     parity: str | None = None,
+    tail_policy: str | None = None,
     hd95_variant: str | None = None,
 ) -> EvalSettings:
-    """Combine explicit options with a parity preset; defaults mm, pooled, nan, HD95 max_directed.
+    """Combine explicit options with a parity preset; defaults mm, pooled, nan, no tail, HD95 max_directed.
 
     Raises:
         ConfigError: an unknown value, or an explicit option that contradicts the preset.
     """
-    given = {"units": units, "assd_variant": assd_variant, "empty_policy": empty_policy}
-    values = {"units": "mm", "assd_variant": "pooled", "empty_policy": "nan"}
+    given = {"units": units, "assd_variant": assd_variant, "empty_policy": empty_policy, "tail_policy": tail_policy}
+    values = {"units": "mm", "assd_variant": "pooled", "empty_policy": "nan", "tail_policy": "none"}
     if parity is not None:
         preset = PARITY_PRESETS[check_option(parity, tuple(PARITY_PRESETS), "parity")]
         for key, value in given.items():

@@ -37,13 +37,25 @@ VARIANT_TEXT: dict[str, str] = {
 }
 POLICY_TEXT: dict[str, str] = {
     "nan": "ASSD undefined (NaN): left out of the mean and counted (cells marked *)",
-    "sifa_mpscl": "ASSD = 1 (as the released MPSCL-line evaluation)",
+    "sifa_mpscl": "ASSD = 1 (the MPSCL-line rule); Dice of two empty masks undefined (NaN)",
+    "mpscl": "ASSD = 1 and Dice of two empty masks = 0 (as the released MPSCL / TCSA-UDA evaluation)",
     "adr": "ASSD = 100 (as ADR)",
 }
 PARITY_TEXT: dict[str, str] = {
     "sifa": (
-        "Parity preset sifa: the conventions of the released SIFA/MPSCL evaluation (ASSD in voxels, "
-        "mean_of_means, missing structure -> ASSD 1); unlike that code, no slice is dropped"
+        "Parity preset sifa: the SIFA-era metric conventions (ASSD in voxels, mean_of_means, missing structure "
+        "-> ASSD 1) on whole-volume predictions; no released script gives exactly these numbers (SIFA's "
+        "evaluate.py leaves the last D mod 128 slices unpredicted and stops on a missing structure)"
+    ),
+    "mpscl": (
+        "Parity preset mpscl: the released MPSCL / TCSA-UDA evaluation (eval_UDA.py) reproduced, its 32-slice "
+        "batch tail included"
+    ),
+}
+TAIL_TEXT: dict[str, str] = {
+    "released_batch32": (
+        "Tail policy released_batch32: slices predicted in batches of 32, so the last D mod 32 slices of each volume "
+        "along the slicing axis are background in the prediction and still scored, as in the released evaluation"
     ),
 }
 NAN_MARK = "*"
@@ -73,7 +85,8 @@ class TableSpec:
         assd_metric: the ASSD column, ``assd_<mm|vox>_<pooled|mean_of_means>``; None for a
             Dice-only table.
         empty_policy: name of the missing-structure policy the metrics were computed with.
-        parity: name of a parity preset (``sifa``) or None.
+        parity: name of a parity preset (``sifa``, ``mpscl``) or None.
+        tail_policy: ``none`` or a key of :data:`TAIL_TEXT` (slices left unpredicted, still scored).
         model_selection: how the evaluated checkpoint was chosen, when known.
         domain: the evaluated domain.
         split: the evaluated split.
@@ -86,6 +99,7 @@ class TableSpec:
     assd_metric: str | None = None
     empty_policy: str = "nan"
     parity: str | None = None
+    tail_policy: str = "none"
     model_selection: str | None = None
     domain: str | None = None
     split: str | None = None
@@ -102,6 +116,11 @@ class TableSpec:
             raise ConfigError(
                 f"TableSpec.empty_policy: expected one of {', '.join(map(repr, POLICY_TEXT))}, found "
                 f"{self.empty_policy!r}."
+            )
+        if self.tail_policy != "none" and self.tail_policy not in TAIL_TEXT:
+            raise ConfigError(
+                f"TableSpec.tail_policy: expected 'none' or one of {', '.join(map(repr, TAIL_TEXT))}, found "
+                f"{self.tail_policy!r}."
             )
         if self.parity is not None and self.parity not in PARITY_TEXT:
             raise ConfigError(
@@ -142,6 +161,8 @@ def table_notes(spec: TableSpec, rows: Sequence[TableRow]) -> list[str]:
         notes.append(f"Missing structure (empty prediction or ground truth): {POLICY_TEXT[spec.empty_policy]}.")
     if spec.parity is not None:
         notes.append(PARITY_TEXT[spec.parity] + ".")
+    if spec.tail_policy != "none":
+        notes.append(TAIL_TEXT[spec.tail_policy] + ".")
     if spec.model_selection is not None:
         notes.append(f"Model selection: {spec.model_selection}.")
         if is_oracle(spec.model_selection):

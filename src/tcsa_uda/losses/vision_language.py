@@ -1,4 +1,4 @@
-"""Vision-language covariance cosine loss, VLCoL (docs/method.md, Losses 4 and Two fidelity modes).
+"""Vision-language covariance cosine loss, VLCoL (docs/method.md, Losses 4 and Fidelity modes).
 
 TCSA-UDA (Maurya et al., arXiv 2511.05782) asks the per-class visual prototypes to have the same
 inter-class relations as the projected text embeddings of the class prompts. With ``P`` and ``T``

@@ -85,8 +85,12 @@ class EmptyPolicy:
 EMPTY_POLICIES: dict[str, EmptyPolicy] = {
     # Undefined values are NaN, excluded from means and counted (the default of this project).
     "nan": EmptyPolicy("nan"),
-    # ASSD = 1 for a missing structure: parity with the MPSCL line of released evaluations.
+    # ASSD = 1 for a missing structure as the MPSCL line of released evaluations, but Dice of two empty
+    # masks left undefined (NaN): the conventions of the `sifa` parity preset.
     "sifa_mpscl": EmptyPolicy("sifa_mpscl", distance_value=1.0),
+    # Exactly the released MPSCL / TCSA-UDA evaluation (medpy inside a bare try/except): ASSD = 1 when
+    # either mask is empty, Dice = 0 when both are (medpy's dc).
+    "mpscl": EmptyPolicy("mpscl", distance_value=1.0, dice_both_empty=0.0),
     # ASSD = 100 for a missing structure: parity with ADR.
     "adr": EmptyPolicy("adr", distance_value=100.0),
 }

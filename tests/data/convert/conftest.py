@@ -1,4 +1,4 @@
-"""Miniature raw downloads in the real formats of MM-WHS, CHAOS, BTCV, BraTS and the SIFA release.
+"""Miniature raw downloads in the real formats of MM-WHS, CHAOS, BTCV, BraTS and the SIFA / MPSCL releases.
 
 Each builder writes a few tiny volumes where the converters expect to meet them in practice:
 nested folders, ``.nii`` next to ``.nii.gz``, mixed letter case, DICOM slices whose file order is
@@ -7,6 +7,7 @@ not their spatial order, PNG masks, AppleDouble ``._`` files. Every volume holds
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -200,56 +201,210 @@ def write_brats(root: Path, n_cases: int, shape=(10, 10, 8), seed: int = 2, miss
     return cases
 
 
-# ---------------------------------------------------------------------------- SIFA release
+# ---------------------------------------------------------------------------- SIFA / MPSCL release
+#
+# Real names (docs/reproduce.md): MPSCL numpy ``data_np/{train,val}_{mr,ct}/{mod}_{split}_slice{N}.npy`` with
+# ``data_np/gt_{split}_{mod}/{mod}_{split}_slice{N}_gt.npy``, datalists ``{split}_{mod}.txt`` +
+# ``{split}_{mod}_gt.txt`` holding the authors' absolute paths sorted as strings, test
+# ``test_{mod}/image_{mod}_{id}.nii.gz.npz``; SIFA ``{mod}_{split}_tfs/{mod}_{split}_slice{N}.tfrecords`` and
+# test ``image_{mod}_{id}.nii.gz`` + ``gth_{mod}_{id}.nii.gz``.
+
+SIFA_TEST_IDS = {"mr": (1007, 1009, 1018, 1019), "ct": (1003, 1008, 1014, 1019)}
+SIFA_RANGES = {"mr": (-1.8, 4.4), "ct": (-2.8, 3.2)}
+FOREIGN_ROOT = "/srv/authors/USD/data_np"  # the datalists' absolute paths point at the authors' machine
 
 
-def write_sifa(root: Path, size: int = 16, depth: int = 6, seed: int = 3) -> dict:
-    """A SIFA/MPSCL-style release.
+def zscore_image(label: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """z-score-like float32 intensities that depend on the label (background about -1, classes up to 2.4)."""
+    return (label.astype(np.float32) * 0.85 - 1.0 + rng.normal(0.0, 0.1, label.shape)).astype(np.float32)
 
-    * ``test_mr/image_mr_<id>.npz`` and ``test_ct/image_ct_<id>.npz``: ``arr_0``/``arr_1`` (H, W, D),
-      flipped on axes 0 and 1 relative to the training slices;
-    * MR training slices ``train_mr/mr_train_<id>_slice_<k>.npz`` (arr_0, arr_1), listed in
-      ``datalist/train_mr.txt`` in shuffled order, including slices of test subject 1019 (the leak);
-    * CT training slices ``train_ct/ct_slice<k>.npy`` with sibling ``_label.npy``, listed in
-      ``datalist/training_ct.txt`` (no case id: pseudo-volumes).
 
-    Returns the truth: test volumes in training orientation and the training cases.
-    """
-    rng = np.random.default_rng(seed)
-    truth: dict = {"test": {}, "mr_train": {}, "ct_train": []}
-    for mod, ids in (("mr", (1007, 1009, 1018, 1019)), ("ct", (1003, 1008, 1014, 1019))):
+def _sifa_tests(rng: np.random.Generator, size: int, depth: int) -> dict:
+    """Test volumes in training orientation: (modality, id) -> (z-scored image, label), (H, W, D)."""
+    out = {}
+    for mod, ids in SIFA_TEST_IDS.items():
         for cid in ids:
             lab = class_boxes((size, size, depth), (1, 2, 3, 4), rng).astype(np.uint8)
-            img = image_for(lab, rng, dtype=np.float32) / 100.0
-            truth["test"][(mod.upper(), str(cid))] = (img, lab)
-            path = root / f"test_{mod}" / f"image_{mod}_{cid}.npz"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, np.flip(np.flip(img, 0), 1), np.flip(np.flip(lab, 0), 1))
-    lines = []
-    for cid in (1001, 1002, 1019):
-        lab = class_boxes((size, size, depth), (1, 2, 3, 4), rng).astype(np.uint8)
-        img = image_for(lab, rng, dtype=np.float32) / 100.0
-        truth["mr_train"][str(cid)] = (img, lab)
-        for k in range(depth):
-            path = root / "train_mr" / f"mr_train_{cid}_slice_{k}.npz"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, img[:, :, k], lab[:, :, k])
-            lines.append(f"../train_mr/{path.name}")
-    rng.shuffle(lines)
-    (root / "datalist").mkdir(parents=True, exist_ok=True)
-    (root / "datalist" / "train_mr.txt").write_text("\n".join(lines) + "\n")
-    ct_lines = []
-    for k in range(10):
-        lab = class_boxes((size, size, 1), (1, 2, 3, 4), rng)[:, :, 0].astype(np.uint8)
-        img = image_for(lab, rng, dtype=np.float32) / 100.0
-        folder = root / "train_ct"
-        folder.mkdir(parents=True, exist_ok=True)
-        np.save(folder / f"ct_slice{k:04d}.npy", img)
-        np.save(folder / f"ct_slice{k:04d}_label.npy", lab)
-        ct_lines.append(f"ct_slice{k:04d}.npy")  # bare file names, resolved by name under the root
-        truth["ct_train"].append((img, lab))
-    (root / "datalist" / "training_ct.txt").write_text("# CT training slices\n" + "\n".join(ct_lines) + "\n\n")
-    (root / "README.txt").write_text("SIFA data\n")
+            out[(mod.upper(), str(cid))] = (zscore_image(lab, rng), lab)
+    return out
+
+
+def _flip01(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array[::-1, ::-1])
+
+
+def write_mpscl(root: Path, size: int = 16, n_train: int = 12, n_val: int = 3, depth: int = 6, seed: int = 3) -> dict:
+    """The MPSCL / TCSA-UDA numpy release under ``root`` (``root/data_np`` and ``root/datalist``).
+
+    Training slices are float32 (H, W) already mapped to [-1, 1] with the release's fixed statistics; the
+    datalists list them sorted as strings (slice0, slice1, slice10, ...) by absolute paths of another machine.
+
+    Returns the truth: ``test`` (modality, id) -> (z image, label) in training orientation; ``slices``
+    (modality, split) -> list of (z image, unit image, label) in slice-number order.
+    """
+    rng = np.random.default_rng(seed)
+    data = root / "data_np"
+    truth: dict = {"test": _sifa_tests(rng, size, depth), "slices": {}}
+    for (mod, cid), (img, lab) in truth["test"].items():
+        path = data / f"test_{mod.lower()}" / f"image_{mod.lower()}_{cid}.nii.gz.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, _flip01(img), _flip01(lab))
+    lists = root / "datalist"
+    lists.mkdir(parents=True, exist_ok=True)
+    for mod in ("mr", "ct"):
+        lo, hi = SIFA_RANGES[mod]
+        for split, n in (("train", n_train), ("val", n_val)):
+            items = []
+            for k in range(n):
+                lab = class_boxes((size, size, 1), (1, 2, 3, 4), rng)[:, :, 0].astype(np.uint8)
+                z = zscore_image(lab, rng)
+                unit = (2.0 * (z.astype(np.float64) - lo) / (hi - lo) - 1.0).astype(np.float32)
+                name = f"{mod}_{split}_slice{k}"
+                (data / f"{split}_{mod}").mkdir(parents=True, exist_ok=True)
+                (data / f"gt_{split}_{mod}").mkdir(parents=True, exist_ok=True)
+                np.save(data / f"{split}_{mod}" / f"{name}.npy", unit)
+                np.save(data / f"gt_{split}_{mod}" / f"{name}_gt.npy", lab)
+                items.append((z, unit, lab))
+            truth["slices"][(mod.upper(), split)] = items
+            names = sorted(f"{mod}_{split}_slice{k}" for k in range(n))  # string order, as the authors' lists
+            (lists / f"{split}_{mod}.txt").write_text("".join(f"{FOREIGN_ROOT}/{split}_{mod}/{x}.npy\n" for x in names))
+            (lists / f"{split}_{mod}_gt.txt").write_text(
+                "".join(f"{FOREIGN_ROOT}/gt_{split}_{mod}/{x}_gt.npy\n" for x in names)
+            )
+        (lists / f"test_{mod}.txt").write_text(
+            "".join(f"{FOREIGN_ROOT}/test_{mod}/image_{mod}_{cid}.nii.gz.npz\n" for cid in SIFA_TEST_IDS[mod])
+        )
+    return truth
+
+
+# A tf.train.Example encoder and a TFRecord writer, written from the format descriptions and independent of
+# tcsa_uda's reader (bitwise CRC-32C instead of its table and chunked NumPy version).
+
+
+def crc32c_bitwise(data: bytes) -> int:
+    """CRC-32C, one bit at a time."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def masked_crc(data: bytes) -> int:
+    crc = crc32c_bitwise(data)
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # negative int64 as two's complement, ten bytes
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def pb_len(field: int, payload: bytes) -> bytes:
+    """A length-delimited protocol-buffer field."""
+    return varint(field << 3 | 2) + varint(len(payload)) + payload
+
+
+def feature_bytes(*values: bytes) -> bytes:
+    return pb_len(1, b"".join(pb_len(1, v) for v in values))
+
+
+def feature_int64(*values: int, packed: bool = True) -> bytes:
+    if packed:
+        body = pb_len(1, b"".join(varint(v) for v in values))
+    else:
+        body = b"".join(varint(1 << 3 | 0) + varint(v) for v in values)
+    return pb_len(3, body)
+
+
+def feature_float(*values: float, packed: bool = True) -> bytes:
+    if packed:
+        body = pb_len(1, struct.pack(f"<{len(values)}f", *values))
+    else:
+        body = b"".join(varint(1 << 3 | 5) + struct.pack("<f", v) for v in values)
+    return pb_len(2, body)
+
+
+def encode_example(features: dict[str, bytes]) -> bytes:
+    """``Example{features: Features{feature: map<string, Feature>}}`` from encoded Feature messages."""
+    entries = b"".join(pb_len(1, pb_len(1, name.encode()) + pb_len(2, value)) for name, value in features.items())
+    return pb_len(1, entries)
+
+
+def tfrecord_bytes(records: Sequence[bytes]) -> bytes:
+    out = bytearray()
+    for data in records:
+        header = struct.pack("<Q", len(data))
+        out += header + struct.pack("<I", masked_crc(header)) + data + struct.pack("<I", masked_crc(data))
+    return bytes(out)
+
+
+def sifa_slice_features(
+    data_vol: np.ndarray, label_vol: np.ndarray, bias: Sequence[int] = (-10, -9, -27)
+) -> dict[str, bytes]:
+    """The encoded features of a slice record as SIFA released it: shapes, float32 volumes, unused extras."""
+    return {
+        "lsize_dim0": feature_int64(label_vol.shape[0]),
+        "lsize_dim1": feature_int64(label_vol.shape[1]),
+        "lsize_dim2": feature_int64(label_vol.shape[2]),
+        "data_vol": feature_bytes(np.ascontiguousarray(data_vol, dtype="<f4").tobytes()),
+        "mask_scale": feature_int64(4),
+        "mask_vol": feature_bytes(np.ones(16, dtype="<f4").tobytes()),
+        "label_vol": feature_bytes(np.ascontiguousarray(label_vol, dtype="<f4").tobytes()),
+        "dsize_dim0": feature_int64(data_vol.shape[0]),
+        "bias_dim0": feature_int64(bias[0]),
+        "bias_dim1": feature_int64(bias[1], packed=False),
+        "dsize_dim1": feature_int64(data_vol.shape[1]),
+        "bias_dim2": feature_int64(bias[2]),
+        "dsize_dim2": feature_int64(data_vol.shape[2]),
+    }
+
+
+def sifa_slice_example(data_vol: np.ndarray, label_vol: np.ndarray) -> bytes:
+    """A serialized slice record as SIFA released it."""
+    return encode_example(sifa_slice_features(data_vol, label_vol))
+
+
+def write_sifa(root: Path, size: int = 16, n_train: int = 8, n_val: int = 2, depth: int = 6, seed: int = 4) -> dict:
+    """SIFA's release under ``root``: tfrecords slices and the test NIfTI pairs.
+
+    Each slice record holds three consecutive slices (H, W, 3) of z-scores and three label slices;
+    the middle ones are the training slice. Some label pixels hold SIFA's extra value 5.
+
+    Returns the truth: ``test`` as :func:`write_mpscl`; ``slices`` (modality, split) -> list of
+    (z image, label with 5 -> 0), and ``fives`` (modality, split) -> number of value-5 pixels.
+    """
+    rng = np.random.default_rng(seed)
+    truth: dict = {"test": _sifa_tests(rng, size, depth), "slices": {}, "fives": {}}
+    for (mod, cid), (img, lab) in truth["test"].items():
+        m = mod.lower()
+        folder = root / ("test_ct_image_n_labels" if m == "ct" else "test_mr_image_labels")
+        save(folder / f"image_{m}_{cid}.nii.gz", _flip01(img), np.diag([1.2, 1.2, 1.5, 1.0]))
+        save(folder / f"gth_{m}_{cid}.nii.gz", _flip01(lab).astype(np.int16), np.diag([1.2, 1.2, 1.5, 1.0]))
+    for mod in ("mr", "ct"):
+        for split, n in (("train", n_train), ("val", n_val)):
+            items, fives = [], 0
+            for k in range(n):
+                labs = np.stack(
+                    [class_boxes((size, size, 1), (1, 2, 3, 4), rng)[:, :, 0] for _ in range(3)], axis=-1
+                ).astype(np.float32)
+                labs[0, :3, 1] = 5.0  # SIFA's extra label value, on the middle slice only
+                imgs = np.stack([zscore_image(labs[:, :, c].astype(np.uint8), rng) for c in range(3)], axis=-1)
+                path = root / f"{mod}_{split}_tfs" / f"{mod}_{split}_slice{k}.tfrecords"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(tfrecord_bytes([sifa_slice_example(imgs, labs)]))
+                middle = labs[:, :, 1].astype(np.uint8)
+                fives += int((middle == 5).sum())
+                middle[middle == 5] = 0
+                items.append((imgs[:, :, 1], middle))
+            truth["slices"][(mod.upper(), split)] = items
+            truth["fives"][(mod.upper(), split)] = fives
     return truth
 
 
@@ -268,5 +423,19 @@ def raw() -> SimpleNamespace:
         write_chaos_case=write_chaos_case,
         write_btcv=write_btcv,
         write_brats=write_brats,
+        write_mpscl=write_mpscl,
         write_sifa=write_sifa,
+        SIFA_RANGES=SIFA_RANGES,
+        FOREIGN_ROOT=FOREIGN_ROOT,
+        crc32c_bitwise=crc32c_bitwise,
+        masked_crc=masked_crc,
+        varint=varint,
+        pb_len=pb_len,
+        feature_bytes=feature_bytes,
+        feature_int64=feature_int64,
+        feature_float=feature_float,
+        encode_example=encode_example,
+        tfrecord_bytes=tfrecord_bytes,
+        sifa_slice_features=sifa_slice_features,
+        sifa_slice_example=sifa_slice_example,
     )

@@ -123,6 +123,15 @@ def test_convert_abdomen_and_sifa_commands(tmp_path, raw, capsys):
     assert len(spec["domains"]["CT"]["cases"]) == 6
 
 
+def test_convert_mmwhs_sifa_reads_the_mpscl_tree_and_its_slice_values_flag(tmp_path, raw, capsys):
+    raw.write_mpscl(tmp_path / "mpscl", size=8, n_train=2, n_val=1, depth=4)
+    argv = ["convert", "mmwhs-sifa", "--root", str(tmp_path / "mpscl"), "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main([*argv, "--slice-values", "zscore"]) == 0
+    assert "intensities z-scores as released" in capsys.readouterr().out
+    assert main([*argv, "--slice-values", "percent"]) == 2
+    assert "--slice-values: expected one of unit, zscore, found 'percent'" in capsys.readouterr().err
+
+
 def test_convert_with_a_bad_training_case_exits_0_and_prints_the_note(tmp_path, raw, capsys):
     raw.write_mmwhs(tmp_path / "dl", "ct", [1001, 1002, 1003, 1008, 1014, 1019], shape=(6, 6, 6))
     raw.write_mmwhs(tmp_path / "dl", "mr", [1002, 1007, 1009, 1018, 1019], shape=(6, 6, 6))

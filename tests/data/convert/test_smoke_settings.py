@@ -9,7 +9,9 @@ conversion, so both MM-WHS converters feed a training run.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -36,7 +38,7 @@ SETTINGS = {
 AXIS = {"mmwhs": "coronal", "mmwhs_sifa": "coronal", "abdomen": "axial", "brats": "axial"}
 
 
-def _convert(name: str, root: Path, raw) -> Path:
+def _convert(name: str, root: Path, raw: SimpleNamespace) -> Path:
     dl, out = root / f"{name}_download", root / name
     if name == "mmwhs":
         shape = (16, 14, 12)
@@ -66,12 +68,12 @@ def _restore_threads():
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, SimpleNamespace], Path]:
     """dataset name -> prepared folder, built on first use (shared by the two directions)."""
     root = tmp_path_factory.mktemp("settings")
     cache: dict[str, Path] = {}
 
-    def get(name: str, raw) -> Path:
+    def get(name: str, raw: SimpleNamespace) -> Path:
         if name not in cache:
             dataset = _convert(name, root, raw)
             prepare_dataset(dataset, root / f"{name}_prepared", axis=AXIS[name], size=32, progress=False)

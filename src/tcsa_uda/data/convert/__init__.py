@@ -4,7 +4,8 @@ One converter per download (``tcsa-uda convert <name>``), each writing ``dataset
 NIfTI volumes, ``split.json`` and ``summary.json``, then verifying its output:
 
 ``mmwhs``       MM-WHS 2017 CT and MR NIfTI (:func:`convert_mmwhs`)
-``mmwhs-sifa``  the SIFA/MPSCL preprocessed MM-WHS release (:func:`convert_mmwhs_sifa`)
+``mmwhs-sifa``  the SIFA / PnP-AdaNet preprocessed MM-WHS release: its tfrecords and test NIfTI, or the
+                MPSCL / TCSA-UDA numpy copy with its datalists (:func:`convert_mmwhs_sifa`)
 ``abdomen``     CHAOS T2-SPIR DICOM + PNG masks and BTCV CT NIfTI (:func:`convert_abdomen`)
 ``brats``       BraTS FLAIR and T2 over disjoint patients (:func:`convert_brats`)
 

@@ -105,9 +105,8 @@ def read_mask_png(path: Path) -> np.ndarray:
         DatasetError: unreadable file (named).
     """
     try:
-        with Image.open(path) as img:
-            if img.mode not in ("L", "I", "I;16", "F"):
-                img = img.convert("L")
+        with Image.open(path) as opened:
+            img = opened if opened.mode in ("L", "I", "I;16", "F") else opened.convert("L")
             return np.asarray(img)
     except (UnidentifiedImageError, OSError) as exc:
         raise DatasetError(f"{path}: cannot read the ground-truth PNG ({type(exc).__name__}: {exc}).") from exc
@@ -206,8 +205,8 @@ def read_chaos_case(series_dir: Path, writer: DatasetWriter) -> tuple[np.ndarray
                 f"{png}: expected a {expected[0]} x {expected[1]} mask like {dcm.name}, found {mask.shape}."
             )
         ids, bad = map_chaos_mask(mask)
-        for v, n in bad.items():
-            unexpected[v] = unexpected.get(v, 0) + n
+        for value, count in bad.items():
+            unexpected[value] = unexpected.get(value, 0) + count
         labels.append(ids.T)  # (columns, rows), like the image
     if unexpected:
         writer.note(

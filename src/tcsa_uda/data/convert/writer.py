@@ -99,6 +99,8 @@ class DatasetWriter:
         modalities: domain name -> modality phrase used in text prompts.
         description, reference: free text written into ``dataset.json``.
         seed: seed of any random split step (recorded in ``split.json``).
+        intensity_ranges: domain -> ``(lo, hi)`` written as the domain's ``intensity_range``
+            (used by ``prepare --normalization fixed``); domains not listed get none.
     """
 
     out: Path
@@ -108,6 +110,7 @@ class DatasetWriter:
     description: str = ""
     reference: str = ""
     seed: int = 0
+    intensity_ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     remapped: list[dict[str, Any]] = field(default_factory=list)
@@ -218,7 +221,12 @@ class DatasetWriter:
     def spec(self) -> DatasetSpec:
         """The dataset written so far."""
         labels = {n: i for i, n in enumerate(self.class_names)}
-        domains = {d: DomainSpec(name=d, modality=self.modalities[d], cases=tuple(cs)) for d, cs in self._cases.items()}
+        domains = {
+            d: DomainSpec(
+                name=d, modality=self.modalities[d], cases=tuple(cs), intensity_range=self.intensity_ranges.get(d)
+            )
+            for d, cs in self._cases.items()
+        }
         return DatasetSpec(name=self.name, labels=labels, domains=domains, root=self.out)
 
     def splits(self) -> dict[str, dict[str, list[str]]]:

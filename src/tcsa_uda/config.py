@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -98,8 +99,12 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"Config key '{key}': expected an integer, found {value!r}.")
         return value
     if tp is float:
+        if isinstance(value, str):
+            value = _number_text(value, key)  # YAML 1.1 reads ``1e-3`` (no dot) as text
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"Config key '{key}': expected a number, found {value!r}.")
+        if not math.isfinite(value):
+            raise ConfigError(f"Config key '{key}': expected a finite number, found {value!r}.")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -110,6 +115,14 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"Config key '{key}': expected a path, found {value!r}.")
         return Path(value)
     raise ConfigError(f"Config key '{key}': unsupported type {_type_name(tp)}.")
+
+
+def _number_text(text: str, key: str) -> float:
+    """A number written as text, e.g. ``1e-3``, which YAML 1.1 does not read as a float."""
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ConfigError(f"Config key '{key}': expected a number, found {text!r}.") from None
 
 
 def _from_mapping(cls: type[T], data: Mapping[str, Any], prefix: str) -> T:
@@ -230,9 +243,18 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise MissingPathError(f"Config file {path} does not exist.")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"Config file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save it with UTF-8 encoding."
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"Config file {path} cannot be read ({exc.strerror or exc}).") from exc
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"Config file {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

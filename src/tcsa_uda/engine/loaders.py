@@ -51,12 +51,15 @@ class EndlessLoader:
         order = torch.randperm(len(self.dataset), generator=g).tolist()  # type: ignore[arg-type]
         n_batches = len(order) // self.batch_size
         order = order[self.position * self.batch_size : n_batches * self.batch_size]
+        # The loader draws its workers' base seed from ``g``, not from the global torch generator, so
+        # starting an iterator (a new epoch, or a resume mid-epoch) leaves the global random streams alone.
         loader = DataLoader(
             torch.utils.data.Subset(self.dataset, order),
             batch_size=self.batch_size,
             shuffle=False,
             drop_last=True,
             num_workers=self.num_workers,
+            generator=g,
         )
         return iter(loader)
 

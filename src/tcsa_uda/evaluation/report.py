@@ -58,6 +58,7 @@ from tcsa_uda.evaluation.settings import EvalSettings
 from tcsa_uda.evaluation.tsne import FEATURES, PixelFeatures, TsneEmbedding, pixel_features, tsne_embedding
 from tcsa_uda.layout import selected_checkpoint, stage_folders
 from tcsa_uda.models.inference import predict_slices
+from tcsa_uda.outputs import OutputFolder
 from tcsa_uda.paths import resolve_data_path
 
 __all__ = [
@@ -244,6 +245,7 @@ def build_report(
     options: ReportOptions | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    overwrite: bool = False,
 ) -> ReportResult:
     """Evaluate a run on the target test split and write ``report.md`` with its figures.
 
@@ -256,6 +258,7 @@ def build_report(
         options: what to draw (:class:`ReportOptions`).
         device: torch device of the models.
         progress: show the evaluation's progress bar.
+        overwrite: write into ``out`` even over files report (and evaluate) did not create there.
 
     Returns:
         :class:`ReportResult`.
@@ -265,6 +268,7 @@ def build_report(
             checkpoint is for another class set.
         MissingPathError: ``final.pt`` or the dataset is missing.
         DatasetError: the domain has no labelled test slice with foreground.
+        OutputExistsError: ``out`` holds files report did not write (without ``overwrite``).
     """
     options = options or ReportOptions()
     run = Path(run)
@@ -280,11 +284,15 @@ def build_report(
         raise ConfigError(f"{final_path}: no target domain recorded; pass --domain.")
     source = str(loaded.checkpoint.get("source") or "")
     out = Path(out) if out is not None else run / REPORT_DIR
+    OutputFolder(out, "report", overwrite=overwrite).claim(
+        [out / REPORT_FILE, *(out / f for f in FIGURE_FILES.values())]
+    )
     notes: list[str] = []
 
     evaluation = run_evaluation(
         index.root, out / EVALUATION_DIR, checkpoint=final_path, domain=domain, split="test",
         settings=options.settings, batch_size=options.batch_size, device=device, progress=progress,
+        overwrite=overwrite,
     )  # fmt: skip
 
     figures: dict[str, Path] = {}

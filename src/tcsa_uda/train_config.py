@@ -92,12 +92,27 @@ class DataConfig:
 
 @dataclass
 class TextConfig:
-    """Class prompts and the frozen text encoder (see tcsa_uda.text)."""
+    """Class prompts and the frozen text encoder (see tcsa_uda.text; docs/method.md, Text).
+
+    Attributes:
+        encoder: ``minilm``, ``hf:<folder>``, ``file:<embeddings.pt>``, ``checkpoint:<model.pt>`` (the
+            text stored in a checkpoint, e.g. the authors' CLIP embeddings of an imported release),
+            or the text-free controls ``random[:<seed>[:<dim>]]`` and ``onehot``.
+        template: prompt template with ``{class}`` and optionally ``{modality}``.
+        use_descriptions: fill ``{class}`` with the dataset's class descriptions.
+        cache_dir: embedding cache folder (default ``$TCSA_UDA_CACHE``).
+        shuffle: the shuffled-text ablation: class ``k`` gets the prompt (and embedding) of class
+            ``perm[k]``, ``perm`` a seeded permutation without fixed points, the same for every
+            domain; recorded with the text in every checkpoint.
+        shuffle_seed: seed of that permutation.
+    """
 
     encoder: str = "minilm"
     template: str = "A {modality} of a {class}."
     use_descriptions: bool = False
     cache_dir: str | None = None
+    shuffle: bool = False
+    shuffle_seed: int = 0
 
 
 @dataclass

@@ -34,8 +34,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     cfg = load_config(TrainConfig, None, [
         f"data.prepared={root / 'prepared'}", "data.source=MR", "data.target=CT", "data.batch_size=2",
         "model.name=light", "model.base_width=8", "model.disc_width=8", f"text.encoder=file:{root / 'text.pt'}",
-        "tensorboard=false", "progress=false", "device=cpu", "stages.1.options.align_start=1",
+        "tensorboard=false", "progress=false", "device=cpu",
         "stages=[{method: adaoutput, iterations: 2}, {method: tcsa, iterations: 2}]",
+        "stages.1.options.align_start=1",  # after stages=: the VL term (and its diagnostics) at iteration 2
     ])  # fmt: skip
     train(cfg, root / "run")
     yield root / "run"

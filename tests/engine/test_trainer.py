@@ -263,3 +263,75 @@ def test_resume_refuses_a_checkpoint_of_another_network(tmp_path, tiny_overrides
     )
     assert expected in message and "spleen" in message
     assert (run / "config.yaml").read_bytes() == config_before
+
+
+# --- method hooks the engine honours (uses_target_labels, the log schedule, on_stage_end) ----------
+
+
+def _train_rows(run, stage_folder):
+    lines = (run / stage_folder / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == "train"]
+
+
+def test_only_the_oracle_gets_labelled_target_batches_and_its_run_is_an_upper_bound(
+    tmp_path, tiny_overrides, monkeypatch
+):
+    from tcsa_uda.evaluation.model import load_model
+    from tcsa_uda.methods.base import UDAMethod
+    from tcsa_uda.methods.oracle import Oracle
+
+    seen: list[tuple[str, bool]] = []
+    for cls in (UDAMethod, Oracle):
+        real = cls.training_step
+
+        def spy(self, batch_s, batch_t, iteration, optimizers, real=real, cls=cls):
+            if (cls is Oracle) == (type(self) is Oracle):  # the outer call of each method
+                seen.append((self.name, batch_t is not None and "label" in batch_t))
+            return real(self, batch_s, batch_t, iteration, optimizers)
+
+        monkeypatch.setattr(cls, "training_step", spy)
+    train(
+        _cfg(tiny_overrides, "[{method: adaoutput, iterations: 1}, {method: oracle, iterations: 2}]"), tmp_path / "run"
+    )
+    assert seen == [("adaoutput", False), ("oracle", True), ("oracle", True)]
+    final = load_checkpoint(tmp_path / "run" / "final.pt")
+    assert final["upper_bound"].startswith("UPPER BOUND") and final["selection"]["upper_bound"] == final["upper_bound"]
+    assert "UPPER BOUND" in load_model(tmp_path / "run" / "final.pt").model_selection()
+    stage1 = load_checkpoint(tmp_path / "run" / "stage1_adaoutput" / "final.pt")
+    assert "upper_bound" not in stage1 and "upper_bound" not in stage1["selection"]
+
+
+def test_adabn_ends_its_stage_with_target_statistics_on_source_only_weights(tmp_path, tiny_overrides):
+    from tcsa_uda.data.prepared import load_prepared
+
+    for method in ("source_only", "adabn"):
+        train(_cfg(tiny_overrides, f"[{{method: {method}, iterations: 2}}]", ["log_every=1"]), tmp_path / method)
+    so = load_checkpoint(tmp_path / "source_only" / "final.pt")["model"]
+    ada = load_checkpoint(tmp_path / "adabn" / "final.pt")["model"]
+    stats = [k for k in so if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert stats and all(torch.equal(so[k], ada[k]) for k in so if k not in stats)  # training was source-only
+    assert all(not torch.equal(so[k], ada[k]) for k in stats if k.endswith("running_mean"))
+    rows = _train_rows(tmp_path / "adabn", "stage1_adabn")
+    idx = load_prepared(tiny_overrides[0].split("=", 1)[1])
+    slices = sum(c.n_slices for c in idx.cases("CT", "train"))
+    assert "adabn_batches" not in rows[0] and rows[1]["adabn_batches"] == slices // 2  # one pass, batch size 2
+
+
+def test_vl_diagnostics_follow_the_log_schedule(tmp_path, tiny_overrides):
+    stages = "[{method: tcsa, iterations: 5, options: {align_start: 0}}]"
+    train(_cfg(tiny_overrides, stages, ["log_every=2"]), tmp_path / "run")
+    rows = _train_rows(tmp_path / "run", "stage1_tcsa")
+    assert [r["step"] for r in rows] == [2, 4, 5]
+    assert all({"vl_s", "vl_grad_embed", "vl_grad_text", "vl_grad_f_vis"} <= set(r) for r in rows)
+
+
+def test_a_runs_text_can_be_reused_with_the_checkpoint_encoder(tmp_path, tiny_overrides):
+    train(_cfg(tiny_overrides, "[{method: source_only, iterations: 1}]"), tmp_path / "a")
+    first = load_checkpoint(tmp_path / "a" / "final.pt")["text"]
+    extra = [f"text.encoder=checkpoint:{tmp_path / 'a' / 'final.pt'}", "text.shuffle=true"]
+    train(_cfg(tiny_overrides, "[{method: source_only, iterations: 1}]", extra), tmp_path / "b")
+    second = load_checkpoint(tmp_path / "b" / "final.pt")["text"]
+    perm = second["permutation"]
+    assert sorted(perm) == list(range(len(perm))) and all(p != k for k, p in enumerate(perm))
+    torch.testing.assert_close(second["embeddings"], first["embeddings"][:, perm])
+    assert second["encoder"].startswith("checkpoint:")

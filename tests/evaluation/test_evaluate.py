@@ -544,3 +544,24 @@ def test_parity_mpscl_needs_a_model(tmp_path, raw, preds):
         settings=resolve_settings(units="vox", assd_variant="mean_of_means", empty_policy="mpscl"),
     )
     assert acc.values(2, "assd_vox_mean_of_means").tolist() == [1.0, 0.0]  # t1 misses class 2 -> 1
+
+
+def test_an_upper_bound_checkpoint_is_flagged_in_the_selection_text_and_the_table():
+    """A run trained with target labels (the oracle method) says so; it is not an oracle *selection*."""
+    bound = "UPPER BOUND: trained with target training labels, not a UDA result"
+    loaded = LoadedModel(
+        model=torch.nn.Identity(),
+        text=None,
+        class_names=[],
+        checkpoint={"selection": {"criterion": "last", "iteration": 5, "upper_bound": bound}, "upper_bound": bound},
+        path=Path("run/final.pt"),
+    )
+    text = loaded.model_selection()
+    assert text == f"last iteration (5); no selection on target labels; {bound}"
+    ok = {"mean": 0.5, "std": 0.0, "n_nan": 0}
+    row = TableRow("r", {"n_cases": 1, "classes": {1: {"dice": ok}}, "class_mean": {"dice": ok}})
+    md = markdown_table([row], TableSpec(class_names={1: "a"}, model_selection=text))
+    assert "UPPER BOUND: trained with target labels, not an unsupervised domain adaptation result." in md
+    assert "ORACLE selection" not in md
+    plain = markdown_table([row], TableSpec(class_names={1: "a"}, model_selection="last iteration (5)"))
+    assert "UPPER BOUND" not in plain

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,10 @@ def checkpoint_payload(
         "text": inputs.text.to_dict(),
         "preprocessing": inputs.preprocessing,
     }
+    bound = upper_bound(cfg, stage_index)
+    if bound is not None:  # trained with target labels: flagged wherever the checkpoint is evaluated
+        payload["upper_bound"] = bound
+        selection = {**selection, "upper_bound": bound} if selection is not None else None
     if selection is not None:
         payload["selection"] = selection
     if method is not None:
@@ -139,6 +143,18 @@ def checkpoint_payload(
         payload["loaders"] = {k: v.state_dict() for k, v in loaders.items()}
         payload["rng"] = rng_state()
     return payload
+
+
+def upper_bound(cfg: TrainConfig, stage_index: int) -> str | None:
+    """Why the weights of stage ``stage_index`` are an upper bound, or None for a UDA result.
+
+    Stage ``k``'s weights are an upper bound when a method of stages ``0..k`` trains on target
+    labels (:attr:`~tcsa_uda.methods.UDAMethod.uses_target_labels`, e.g. ``oracle``).
+    """
+    # The text never names the method: "oracle" in a selection text means oracle *selection* (tables.is_oracle).
+    if not any(method_class(s.method).uses_target_labels for s in cfg.stages[: stage_index + 1]):
+        return None
+    return "UPPER BOUND: trained with target training labels, not a UDA result"
 
 
 def train(cfg: TrainConfig, out_dir: Path, resume: bool = False, overwrite: bool = False) -> TrainResult:
@@ -239,8 +255,13 @@ def _run_stage(
         wrap=wrap,
     )
     method = build_method(stage.method, ctx, stage.options, f"stages.{k}.options")
+    method.set_log_schedule(cfg.log_every, stage.iterations)
     optimizers = method.build_optimizers()
-    loaders = inputs.make_loaders(seed=cfg.seed + 7919 * k + 104729 * dist_info.rank, uses_target=method.uses_target)
+    loaders = inputs.make_loaders(
+        seed=cfg.seed + 7919 * k + 104729 * dist_info.rank,
+        uses_target=method.uses_target,
+        target_labels=method.uses_target_labels,
+    )
     selector = (
         Selector.build(cfg.selection, inputs.index, cfg.data.source, cfg.data.target, cfg.model.input_encoding)
         if dist_info.is_main
@@ -285,7 +306,9 @@ def _run_stage(
             step = it + 1
             bad = nonfinite_terms(logs)
             stop = any_rank(dist_info, bool(bad), device)
-            if logger is not None and (stop or step % cfg.log_every == 0 or step == stage.iterations):
+            if step == stage.iterations and not stop:  # before the last logs, selection and final.pt (e.g. AdaBN)
+                logs.update(method.on_stage_end(_target_pass(loaders, device)))
+            if logger is not None and (stop or method.is_logged(step)):
                 logs["lr"] = method.logged_lr(optimizers)
                 logs["sec_per_it"] = (time.perf_counter() - t0) / max(step - start, 1)
                 logger.log(step, logs)
@@ -335,6 +358,15 @@ def _select(
         _check_weights(cfg, k, step, sdir, model, method)
         info = {"criterion": cfg.selection.criterion, "iteration": step, "value": selector.best_value}
         save_checkpoint(sdir / BEST, checkpoint_payload(cfg, inputs, model, k, step, method, selection=info))
+
+
+def _target_pass(loaders: dict[str, Any], device: torch.device) -> Iterator[dict[str, Any]]:
+    """One epoch of target training batches (none without a target loader), drawn lazily."""
+    loader = loaders.get("target")
+    if loader is None:
+        return
+    for _ in range(len(loader.dataset) // loader.batch_size):
+        yield _to(next(loader), device)
 
 
 def nonfinite_terms(logs: Mapping[str, float]) -> dict[str, float]:

@@ -5,6 +5,7 @@
     report.md               the report (links the figures below by relative path)
     evaluation/             metrics.csv, metrics.json, summary.md, summary.tex (run_evaluation)
     training_curves.png     losses of every stage end to end, stage boundaries, selection scores
+    vl_diagnostics.png      VL loss, its gradient norms and the similarity spread (runs with a VL term)
     overlays.png            image | ground truth | prediction on target test slices
     gradcam.png             Grad-CAM per foreground class on the same slices
     tsne.png                t-SNE of source and target pixel features, before and after adaptation
@@ -42,11 +43,13 @@ from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
 from tcsa_uda.evaluation.evaluate import EvaluationResult, run_evaluation
 from tcsa_uda.evaluation.figures import (
     StageMetrics,
+    has_vl_diagnostics,
     load_run_metrics,
     plot_gradcam,
     plot_overlays,
     plot_training_curves,
     plot_tsne,
+    plot_vl_diagnostics,
 )
 from tcsa_uda.evaluation.gradcam import grad_cam
 from tcsa_uda.evaluation.model import LoadedModel, load_model, resolve_checkpoint
@@ -76,6 +79,7 @@ REPORT_FILE = "report.md"
 EVALUATION_DIR = "evaluation"
 FIGURE_FILES: dict[str, str] = {
     "curves": "training_curves.png",
+    "vl": "vl_diagnostics.png",
     "overlays": "overlays.png",
     "gradcam": "gradcam.png",
     "tsne": "tsne.png",
@@ -298,6 +302,9 @@ def build_report(
         figures["curves"] = out / FIGURE_FILES["curves"]
     else:
         notes.append("No metrics.jsonl with training rows in the run's stage folders: no training curves.")
+    if has_vl_diagnostics(stages):
+        plot_vl_diagnostics(stages, out / FIGURE_FILES["vl"])
+        figures["vl"] = out / FIGURE_FILES["vl"]
 
     refs = spread_slices(index.cases(domain, "test"), options.n_slices)
     if not refs:
@@ -495,6 +502,21 @@ def _markdown(
             "",
             "Every loss logged in the stages' `metrics.jsonl` against the iteration counted over all stages "
             "(dashed lines: stage boundaries); the last panel holds the label-free selection scores (`select` rows).",
+            "",
+        ]
+    if "vl" in figures:
+        lines += [
+            "### Vision-language term",
+            "",
+            f"![VL diagnostics]({FIGURE_FILES['vl']})",
+            "",
+            "Logged at every log step of the stages with a VL term (docs/method.md, VL diagnostics): the VL losses "
+            "`vl_s` and `vl_t`; the L2 norm of the gradient that the weighted VL term alone sends to the feature maps "
+            "it reads (F_vis), to the visual embedding head's parameters and to the text projection's parameters "
+            "(log scale, zeros not drawn); the standard deviation (line) and range (band) of the off-diagonal "
+            "entries of the image similarity matrix S_v and the text one S_t, source call solid, target call dashed. "
+            "A loss near 0 with a vanishing gradient to the image side means the text term no longer shapes the "
+            "features.",
             "",
         ]
     lines += [

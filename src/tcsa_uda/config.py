@@ -203,12 +203,26 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with each ``key.sub=value`` override applied."""
+    """Return a copy of ``data`` with each ``key.sub=value`` override applied, in order.
+
+    Raises:
+        ConfigError: an override is malformed, addresses a missing list item, or replaces a whole
+            section that an earlier override wrote into (e.g. ``stages.1.options.x=1`` before
+            ``stages=[...]``: the earlier value would be lost silently).
+    """
     import copy
 
     out = copy.deepcopy(data)
+    earlier: list[tuple[list[str], str]] = []
     for text in overrides:
         parts, value = parse_override(text)
+        lost = [t for p, t in earlier if len(p) > len(parts) and p[: len(parts)] == parts]
+        if lost:
+            raise ConfigError(
+                f"Override {text!r} replaces the whole of '{'.'.join(parts)}', so the earlier override(s) "
+                f"{', '.join(map(repr, lost))} would be lost; give {text!r} first."
+            )
+        earlier.append((parts, text))
         node: Any = out
         for i, part in enumerate(parts):
             last = i == len(parts) - 1

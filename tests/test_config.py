@@ -101,3 +101,28 @@ def test_override_list_items():
     assert out["items"][1]["steps"] == 5 and data["items"][1]["steps"] == 2
     with pytest.raises(ConfigError, match=r"expected an index 0..1"):
         apply_overrides(data, ["items.2.steps=5"])
+
+
+def test_non_utf8_config_file_is_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: 'Müller'\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_config(Outer, path)
+    message = str(info.value)
+    assert f"Config file {path} is not UTF-8 text (byte 0xfc at offset 8)" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_non_finite_numbers_are_refused_with_the_key(value):
+    with pytest.raises(ConfigError, match=r"Config key 'inner.lr': expected a finite number, found"):
+        load_config(Outer, None, [f"inner.lr={value}"])
+
+
+def test_an_override_that_replaces_an_earlier_one_is_refused() -> None:
+    data = {"stages": [{"method": "a", "options": {}}]}
+    ok = apply_overrides(data, ["stages=[{method: b}, {method: c}]", "stages.1.options.x=1"])
+    assert ok["stages"][1] == {"method": "c", "options": {"x": 1}}
+    with pytest.raises(ConfigError, match=r"replaces the whole of 'stages'.*'stages.0.options.x=1'.*first"):
+        apply_overrides(data, ["stages.0.options.x=1", "stages=[{method: b}]"])
+    # the same key twice is a plain replacement, not an error
+    assert apply_overrides(data, ["stages.0.method=x", "stages.0.method=y"])["stages"][0]["method"] == "y"

@@ -48,3 +48,13 @@ def test_demo_end_to_end_tiny(tmp_path):
 def test_demo_rejects_unknown_direction(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), "--direction", "PET2CT", "--no-progress", "--cases", "5"]) == 2
     assert "MR2CT" in capsys.readouterr().err
+
+
+def test_demo_refuses_a_folder_it_did_not_write(tmp_path, capsys):
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "thesis.tex").write_text("keep")
+    assert main(["demo", "--out", str(out), "--no-progress", "--cases", "5"]) == 2
+    err = capsys.readouterr().err
+    assert f"demo --out {out}: the folder is not empty (thesis.tex) and was not written by demo" in err
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]

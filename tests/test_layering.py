@@ -18,7 +18,7 @@ import tcsa_uda
 PACKAGE = Path(tcsa_uda.__file__).parent
 
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("core", frozenset({"errors", "atomic", "paths", "config", "train_config", "layout", "precision"})),
+    ("core", frozenset({"errors", "atomic", "outputs", "paths", "config", "train_config", "layout", "precision"})),
     ("data", frozenset({"data"})),
     ("components", frozenset({"metrics", "text", "models", "losses"})),
     ("methods", frozenset({"methods"})),

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.losses.adversarial import bce_with_domain, discriminator_input, self_information_map
+from tcsa_uda.losses.contrastive import cosine_pseudo_labels, margin_contrastive_loss
 from tcsa_uda.losses.entropy import entropy_map
 from tcsa_uda.losses.prototype import batch_centroids, prototype_alignment_loss
 from tcsa_uda.losses.segmentation import _dice, _weighted_ce
@@ -75,6 +76,8 @@ LOSSES: dict[str, Callable[[], Tensor]] = {
     "gram_matrices": lambda: covariance_cosine_loss(_features()[0, :, :4, 0].t(), _features()[1, :, :4, 0].t()),
     "batch_centroids": lambda: batch_centroids(_features(), _labels(), 4)[0],
     "prototype_alignment": lambda: prototype_alignment_loss(_features()[0, :, :4, 0], _features()[1, :, :4, 0]),
+    "margin_contrast": lambda: margin_contrastive_loss(_features(), _labels(), _features()[0, :, :4, 0].t(), 0.3),
+    "cosine_pseudo_labels": lambda: cosine_pseudo_labels(_features(), _features()[0, :, :4, 0].t(), 0.0)[0].float(),
     "vl_released_bank": lambda: VLCovarianceLoss(4, 16, mode="released")(
         _features(), _labels(), _features()[0, :, :4, 0].t()
     ),

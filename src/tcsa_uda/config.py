@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -98,8 +99,12 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"Config key '{key}': expected an integer, found {value!r}.")
         return value
     if tp is float:
+        if isinstance(value, str):
+            value = _number_text(value, key)  # YAML 1.1 reads ``1e-3`` (no dot) as text
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"Config key '{key}': expected a number, found {value!r}.")
+        if not math.isfinite(value):
+            raise ConfigError(f"Config key '{key}': expected a finite number, found {value!r}.")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -110,6 +115,14 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"Config key '{key}': expected a path, found {value!r}.")
         return Path(value)
     raise ConfigError(f"Config key '{key}': unsupported type {_type_name(tp)}.")
+
+
+def _number_text(text: str, key: str) -> float:
+    """A number written as text, e.g. ``1e-3``, which YAML 1.1 does not read as a float."""
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ConfigError(f"Config key '{key}': expected a number, found {text!r}.") from None
 
 
 def _from_mapping(cls: type[T], data: Mapping[str, Any], prefix: str) -> T:
@@ -190,12 +203,26 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with each ``key.sub=value`` override applied."""
+    """Return a copy of ``data`` with each ``key.sub=value`` override applied, in order.
+
+    Raises:
+        ConfigError: an override is malformed, addresses a missing list item, or replaces a whole
+            section that an earlier override wrote into (e.g. ``stages.1.options.x=1`` before
+            ``stages=[...]``: the earlier value would be lost silently).
+    """
     import copy
 
     out = copy.deepcopy(data)
+    earlier: list[tuple[list[str], str]] = []
     for text in overrides:
         parts, value = parse_override(text)
+        lost = [t for p, t in earlier if len(p) > len(parts) and p[: len(parts)] == parts]
+        if lost:
+            raise ConfigError(
+                f"Override {text!r} replaces the whole of '{'.'.join(parts)}', so the earlier override(s) "
+                f"{', '.join(map(repr, lost))} would be lost; give {text!r} first."
+            )
+        earlier.append((parts, text))
         node: Any = out
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
@@ -230,9 +257,18 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise MissingPathError(f"Config file {path} does not exist.")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"Config file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save it with UTF-8 encoding."
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"Config file {path} cannot be read ({exc.strerror or exc}).") from exc
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"Config file {path} is not valid YAML: {' '.join(str(exc).split())}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -5,7 +5,8 @@ phantom -> prepare -> train source-only and TCSA-UDA (light model, CPU) -> evalu
 reference) -> ``results.md``, ``results.json`` and ``figure.png`` in the output folder.
 
 Every step reuses what an earlier, interrupted run left (phantom and prepare are idempotent, a
-finished training run is not repeated, an unfinished one resumes from its last checkpoint).
+finished training run is not repeated, an unfinished one resumes from its last checkpoint). The
+output folder must be absent, empty or an earlier demo's, unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tcsa_uda.evaluation.evaluate import evaluate_domain
 from tcsa_uda.evaluation.model import LoadedModel, load_model
 from tcsa_uda.evaluation.settings import EvalSettings
 from tcsa_uda.layout import FINAL
+from tcsa_uda.outputs import OutputFolder
 from tcsa_uda.train_config import TrainConfig
 
 DIRECTIONS = {"MR2CT": ("MR", "CT"), "CT2MR": ("CT", "MR")}
@@ -48,6 +50,8 @@ class DemoSettings:
         size: slice size for prepare.
         iterations_scale: multiplies every stage's iterations (e.g. 0.1 for a smoke run).
         overrides: extra ``key=value`` overrides applied to both training configs.
+        progress: show progress bars.
+        overwrite: write into a non-empty folder that an earlier demo did not write.
     """
 
     out: Path
@@ -59,6 +63,7 @@ class DemoSettings:
     iterations_scale: float = 1.0
     overrides: tuple[str, ...] = ()
     progress: bool = True
+    overwrite: bool = False
 
 
 def packaged_config(name: str) -> Path:
@@ -97,7 +102,7 @@ def run_demo(s: DemoSettings) -> dict[str, Any]:
     if s.direction not in DIRECTIONS:
         raise ConfigError(f"direction={s.direction!r}: expected one of {', '.join(DIRECTIONS)}.")
     out = Path(s.out)
-    out.mkdir(parents=True, exist_ok=True)
+    OutputFolder(out, "demo", overwrite=s.overwrite).claim_folder()
     raw = out / "phantom"
     if not (raw / DATASET_FILE).is_file():
         generate_phantom(raw, seed=s.seed, cases=s.cases, shape=s.shape, progress=s.progress)

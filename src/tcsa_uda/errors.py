@@ -30,3 +30,17 @@ class VolumeSizeError(DatasetError):
     Raised before the voxel data is read, so a corrupt header or a decompression bomb never
     allocates the memory it claims (see docs/reliability.md).
     """
+
+
+class OutputExistsError(TcsaUdaError):
+    """A command would write over a file it did not create, or into another dataset's folder.
+
+    The message names the file or folder and the option that allows it (``--overwrite``).
+    """
+
+
+class OutputWriteError(TcsaUdaError):
+    """An output file or folder cannot be written (permission denied, read-only or full disk).
+
+    Raised where the file is written, naming the path and the reason, instead of a raw ``OSError``.
+    """

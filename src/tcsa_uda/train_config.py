@@ -12,6 +12,7 @@ engine, so both can import it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -92,12 +93,27 @@ class DataConfig:
 
 @dataclass
 class TextConfig:
-    """Class prompts and the frozen text encoder (see tcsa_uda.text)."""
+    """Class prompts and the frozen text encoder (see tcsa_uda.text; docs/method.md, Text).
+
+    Attributes:
+        encoder: ``minilm``, ``hf:<folder>``, ``file:<embeddings.pt>``, ``checkpoint:<model.pt>`` (the
+            text stored in a checkpoint, e.g. the authors' CLIP embeddings of an imported release),
+            or the text-free controls ``random[:<seed>[:<dim>]]`` and ``onehot``.
+        template: prompt template with ``{class}`` and optionally ``{modality}``.
+        use_descriptions: fill ``{class}`` with the dataset's class descriptions.
+        cache_dir: embedding cache folder (default ``$TCSA_UDA_CACHE``).
+        shuffle: the shuffled-text ablation: class ``k`` gets the prompt (and embedding) of class
+            ``perm[k]``, ``perm`` a seeded permutation without fixed points, the same for every
+            domain; recorded with the text in every checkpoint.
+        shuffle_seed: seed of that permutation.
+    """
 
     encoder: str = "minilm"
     template: str = "A {modality} of a {class}."
     use_descriptions: bool = False
     cache_dir: str | None = None
+    shuffle: bool = False
+    shuffle_seed: int = 0
 
 
 @dataclass
@@ -140,6 +156,32 @@ class OptimConfig:
     disc_betas: tuple[float, float] = (0.9, 0.99)
     fusion_lr: float = 1e-3
     fusion_weight_decay: float = 5e-4
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "disc_lr", "fusion_lr", "head_lr_mult"):
+            _check_number(f"optim.{name}", getattr(self, name), low=0.0, low_open=True)
+        for name in ("weight_decay", "fusion_weight_decay", "power"):
+            _check_number(f"optim.{name}", getattr(self, name), low=0.0)
+        _check_number("optim.momentum", self.momentum, low=0.0, high=1.0)
+        for i, beta in enumerate(self.disc_betas):
+            _check_number(f"optim.disc_betas[{i}]", beta, low=0.0, high=1.0, high_open=True)
+        if self.decay_iterations is not None and self.decay_iterations < 1:
+            raise ConfigError(
+                "optim.decay_iterations: expected null (the stage's iterations) or >= 1, "
+                f"found {self.decay_iterations}."
+            )
+
+
+def _check_number(
+    key: str, value: float, *, low: float, high: float | None = None, low_open: bool = False, high_open: bool = False
+) -> None:
+    """Raise a ConfigError naming ``key`` unless ``value`` is finite and within the bounds."""
+    too_low = value <= low if low_open else value < low
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if not math.isfinite(value) or too_low or too_high:
+        lo = f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f" and {'<' if high_open else '<='} {high:g}"
+        raise ConfigError(f"{key}: expected a finite number {lo}{hi}, found {value!r}.")
 
 
 @dataclass

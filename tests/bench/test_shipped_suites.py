@@ -35,7 +35,26 @@ def test_phantom_cpu_compares_tcsa_with_the_baselines_on_both_directions() -> No
     suite = load_suite(packaged_configs_dir() / "bench" / "phantom_cpu.yaml")
     assert suite.blocks() == [("phantom", "MR2CT"), ("phantom", "CT2MR")]
     assert suite.reference == "tcsa" and len(suite.spec.seeds) >= 5
-    assert {"source_only", "adaoutput", "advent", "minent", "tcsa"} <= set(suite.spec.entries)
+    assert {"source_only", "adaoutput", "advent", "minent", "adabn", "mpscl", "tcsa"} <= set(suite.spec.entries)
+    assert suite.spec.entries["oracle"].upper_bound and suite.upper_bounds == ["oracle"]
+
+
+def test_phantom_cpu_has_a_row_for_every_declared_tcsa_switch_with_3_seeds() -> None:
+    """Every switch of methods/tcsa.py (TCSA.ablations) sets, in some 3-seed entry, the keys it sets."""
+    from tcsa_uda.methods import method_class
+
+    suite = load_suite(packaged_configs_dir() / "bench" / "phantom_cpu.yaml")
+    ablation_rows = {n: e for n, e in suite.spec.entries.items() if n.startswith("tcsa_")}
+    assert ablation_rows and all(e.seeds == [0, 1, 2] for e in ablation_rows.values())
+    main = [e for n, e in suite.spec.entries.items() if n not in ablation_rows]
+    assert all(e.seeds is None for e in main) and suite.spec.seeds == [0, 1, 2, 3, 4]
+
+    def keys(overrides: list[str]) -> set[str]:
+        return {o.split("=", 1)[0] for o in overrides}
+
+    for ab in method_class("tcsa").ablations:
+        wanted = keys(ab.option_overrides(1))
+        assert any(wanted <= keys(e.overrides) for e in ablation_rows.values()), ab.name
 
 
 def test_package_data_ships_the_suites() -> None:

@@ -108,3 +108,16 @@ def test_embed_text_user_errors_exit_2_with_a_message(tmp_path, capsys):
     assert main(["embed-text", str(ds), "--encoder", f"hf:{missing}"]) == 2
     err = capsys.readouterr().err
     assert str(missing) in err and "'minilm' works offline" in err
+
+
+def test_embed_text_never_replaces_an_existing_file_without_overwrite(tmp_path, capsys):
+    ds = make_dataset(tmp_path / "ds")
+    out = tmp_path / "mine.pt"
+    out.write_bytes(b"my own file")
+    assert main(["embed-text", str(ds), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"error: embed-text --out {out}: the file exists; choose another name, or pass --overwrite to replace it."
+    )
+    assert out.read_bytes() == b"my own file"

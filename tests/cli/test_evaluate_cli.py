@@ -119,8 +119,10 @@ def test_evaluate_run_writes_csv_json_md_tex_and_reproduces_evaluate_domain(tiny
         "assd_variant": "pooled",
         "empty_policy": "nan",
         "parity": None,
+        "hd95_variant": "max_directed",
         "tail_policy": "none",
     }
+    assert data["meta"]["resample_to_gt"] is False and data["hd95_variants"] == {"hd95_mm": "max_directed"}
     assert data["summary"]["n_cases"] == len(test_ids)
     assert data["meta"]["batch_size"] == 16 and data["meta"]["precision"] == "fp32"  # auto on CPU
     md = (out / "summary.md").read_text()
@@ -203,6 +205,44 @@ def test_parity_sifa_uses_voxels_and_says_so(tiny, evaluated, tmp_path, capsys):
         "mm",
     )
     assert code == 2 and "units='mm' contradicts --parity sifa" in err and "Traceback" not in err
+
+
+def test_hd95_variant_option_reaches_the_metrics(tiny, evaluated, tmp_path, capsys):
+    out = tmp_path / "pooled"
+    code, _, err = _evaluate(
+        capsys,
+        "--pred",
+        str(evaluated / "predictions"),
+        "--dataset",
+        str(tiny["prepared"]),
+        "--domain",
+        "CT",
+        "--out",
+        str(out),
+        "--hd95-variant",
+        "pooled",
+    )
+    assert code == 0, err
+    rows = _rows(out / "metrics.csv")
+    assert list(rows[0])[-1] == "hd95_mm_pooled" and "hd95_mm" not in rows[0]
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["meta"]["settings"]["hd95_variant"] == "pooled" and data["hd95_variants"] == {
+        "hd95_mm_pooled": "pooled"
+    }
+    code, _, err = _evaluate(
+        capsys, "--pred", str(evaluated / "predictions"), "--dataset", str(tiny["prepared"]), "--domain", "CT",
+        "--out", str(tmp_path / "x"), "--hd95-variant", "medpy",
+    )  # fmt: skip
+    assert code == 2 and "hd95_variant: expected one of 'max_directed', 'pooled', found 'medpy'" in err
+
+
+def test_checkpoint_with_a_pickled_payload_is_refused_and_never_runs(tiny, tmp_path, capsys, poison_checkpoint):
+    evil = tmp_path / "evil" / "final.pt"
+    marker = poison_checkpoint(tiny["run"] / "final.pt", evil)
+    code, _, err = _evaluate(capsys, str(evil), "--dataset", str(tiny["prepared"]), "--out", str(tmp_path / "o"))
+    assert code == 2 and f"Checkpoint {evil}: refused, it holds a pickled object" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not marker.exists()
 
 
 def _label_of(raw: Path, case_id: str) -> Path:

@@ -181,3 +181,30 @@ def test_predict_reports_missing_input_and_checkpoint(ckpt, tmp_path, capsys):
         ]
     )
     assert code == 2 and "no such run folder or checkpoint file" in capsys.readouterr().err
+
+
+def test_predict_batch_with_a_bad_file_exits_1_and_lists_it(ckpt, tmp_path, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.float32), np.eye(4)), str(inp / "good.nii.gz"))
+    (inp / "bad.nii.gz").write_bytes(b"garbage")
+    out = tmp_path / "o"
+    code = main(["predict", "-c", str(ckpt), "-i", str(inp), "-o", str(out), "--no-progress", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 1 and "Traceback" not in captured.err
+    assert f"{inp / 'good.nii.gz'} -> {out / 'good.nii.gz'}" in captured.out
+    assert f"failed: {inp / 'bad.nii.gz'}: cannot read image as NIfTI" in captured.err
+    assert f"error: 1 of 2 input(s) failed; see {out / 'predict.json'}." in captured.err
+    assert json.loads((out / "predict.json").read_text())["outputs"][0]["status"] == "failed"
+
+
+def test_checkpoint_with_a_pickled_payload_is_refused_and_never_runs(ckpt, tmp_path, capsys, poison_checkpoint):
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.float32), np.eye(4)), str(tmp_path / "x.nii.gz"))
+    evil = tmp_path / "evil.pt"
+    marker = poison_checkpoint(ckpt, evil)
+    code = main(
+        ["predict", "-c", str(evil), "-i", str(tmp_path / "x.nii.gz"), "-o", str(tmp_path / "o"), "--device", "cpu"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and f"Checkpoint {evil}: refused, it holds a pickled object" in err and "Traceback" not in err
+    assert not marker.exists() and not (tmp_path / "o").exists()

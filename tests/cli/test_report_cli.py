@@ -34,8 +34,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     cfg = load_config(TrainConfig, None, [
         f"data.prepared={root / 'prepared'}", "data.source=MR", "data.target=CT", "data.batch_size=2",
         "model.name=light", "model.base_width=8", "model.disc_width=8", f"text.encoder=file:{root / 'text.pt'}",
-        "tensorboard=false", "progress=false", "device=cpu", "stages.1.options.align_start=1",
+        "tensorboard=false", "progress=false", "device=cpu",
         "stages=[{method: adaoutput, iterations: 2}, {method: tcsa, iterations: 2}]",
+        "stages.1.options.align_start=1",  # after stages=: the VL term (and its diagnostics) at iteration 2
     ])  # fmt: skip
     train(cfg, root / "run")
     yield root / "run"
@@ -75,3 +76,23 @@ def test_report_command_needs_dataset_when_recorded_one_is_gone(tiny_run, tmp_pa
 def test_report_command_bad_options(tiny_run, tmp_path, capsys, args, match):
     code = main(["report", str(tiny_run), "--out", str(tmp_path / "r"), *args])
     assert code == 2 and match in capsys.readouterr().err
+
+
+def test_report_refuses_a_checkpoint_with_a_pickled_payload(tiny_run, tmp_path, capsys, poison_checkpoint):
+    run = tmp_path / "evil_run"
+    marker = poison_checkpoint(tiny_run / "final.pt", run / "final.pt")
+    code = main(["report", str(run), *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and f"Checkpoint {run / 'final.pt'}: refused, it holds a pickled object" in err
+    assert "Traceback" not in err and not marker.exists() and not (run / "report").exists()
+
+
+def test_report_keeps_files_it_did_not_write(tiny_run, tmp_path, capsys):
+    out = tmp_path / "rep"
+    out.mkdir()
+    (out / "report.md").write_text("my report")
+    code = main(["report", str(tiny_run), "--out", str(out), *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and f"report --out {out}: would write over 1 file(s) that report did not create" in err
+    assert "--overwrite" in err and (out / "report.md").read_text() == "my report"
+    assert not (out / "evaluation").exists()

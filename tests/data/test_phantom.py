@@ -306,3 +306,16 @@ def test_record_file_describes_the_generation(dataset: Path) -> None:
     assert mr0["id"] == "mr_0000" and mr0["split"] == "train"
     assert mr0["spacing_mm"] == pytest.approx([180 / 48, 180 / 48, 1.5 * 180 / 48])
     assert 7.0 <= mr0["anatomy"]["wall_thickness"] <= 11.0
+
+
+def test_label_files_are_written_as_label_maps(dataset: Path) -> None:
+    import nibabel as nib
+
+    spec = load_dataset(dataset)
+    case = spec.domain("CT").cases[0]
+    assert case.label is not None
+    header = nib.Nifti1Image.from_filename(str(dataset / case.label)).header
+    assert int(header["intent_code"]) == 1002  # NIFTI_INTENT_LABEL
+    assert header.get_data_dtype().kind == "u" and float(header["cal_max"]) == len(LABELS) - 1
+    image_header = nib.Nifti1Image.from_filename(str(case.image_path(dataset))).header
+    assert int(image_header["intent_code"]) == 0

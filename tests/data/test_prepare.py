@@ -258,8 +258,54 @@ def test_out_of_range_label_raises_naming_the_file(tmp_path: Path) -> None:
     ds = _write_dataset(
         tmp_path / "ds", {"ct": [{"id": "bad", "split": "train", "image": _image_for(lab), "label": lab}]}
     )
-    with pytest.raises(DatasetError, match=r"bad_seg\.nii\.gz.*0\.\.2.*\[0, 7\]"):
+    with pytest.raises(DatasetError, match=r"\[ct/bad\] .*bad_seg\.nii\.gz: .*declared ids \[0, 1, 2\].*\[7\]"):
         prepare_dataset(ds, tmp_path / "out", size=4, progress=False)
+
+
+@pytest.mark.parametrize(
+    "affine, what",
+    [
+        (np.diag([-1.0, 1.0, 1.0, 1.0]), "flipped"),
+        (np.array([[1, 0, 0, 4.0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]), "shifted"),
+    ],
+)
+def test_label_on_another_grid_is_refused_like_verify(tmp_path: Path, affine: np.ndarray, what: str) -> None:
+    """prepare runs the checks of verify (one code path): a flipped or shifted label affine is refused."""
+    from tcsa_uda.data.verify import verify_dataset
+
+    ds = _two_domain_dataset(tmp_path / "ds")
+    la = _blob_label((6, 8, 5), 0)
+    _save(ds / "ct" / "c1_seg.nii.gz", la, affine)  # same array, another grid
+    problems = [str(p) for p in verify_dataset(ds).problems]
+    assert len(problems) == 1 and "label affine" in problems[0], what
+    with pytest.raises(DatasetError) as info:
+        prepare_dataset(ds, tmp_path / "out", size=4, progress=False)
+    assert str(info.value).startswith(problems[0]) and "\n" not in str(info.value)
+    assert not (tmp_path / "out" / INDEX_FILE).exists()
+
+
+def test_out_folder_must_be_empty_or_a_prepare_of_the_same_dataset(tmp_path: Path) -> None:
+    from tcsa_uda.errors import OutputExistsError
+
+    ds = _two_domain_dataset(tmp_path / "ds")
+    other = _two_domain_dataset(tmp_path / "other")
+    out = tmp_path / "out"
+    prepare_dataset(ds, out, size=4, progress=False)
+    prepare_dataset(ds, out, size=4, progress=False)  # a previous prepare of the same dataset: reused
+    index_before = (out / INDEX_FILE).read_bytes()
+    with pytest.raises(OutputExistsError) as info:
+        prepare_dataset(other, out, size=4, progress=False)
+    message = str(info.value)
+    assert f"prepare --out {out}" in message and f"a prepare of another dataset ({ds.resolve()})" in message
+    assert "--overwrite" in message and (out / INDEX_FILE).read_bytes() == index_before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(OutputExistsError, match=r"not empty and is not a previous prepare"):
+        prepare_dataset(ds, mine, size=4, progress=False)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    index = prepare_dataset(other, out, size=4, progress=False, overwrite=True)
+    assert index.dataset_path == str(other.resolve())
 
 
 @pytest.mark.parametrize(

@@ -250,8 +250,11 @@ def test_verify_case_is_the_verify_code_path_and_keeps_the_volumes(tmp_path):
     write_nifti(tmp_path / "CT" / "ct_1_seg.nii.gz", make_label(), np.diag([-1.5, 1.5, 2.0, 1.0]))
     bad = verify_case(spec, "CT", case)
     assert not bad.ok and [str(p) for p in bad.problems] == messages(verify_dataset(tmp_path))
-    with pytest.raises(DatasetError, match=r"\[CT/ct_1\] 1 problem\(s\) found:\n  - \[CT/ct_1\] .*label affine"):
+    with pytest.raises(
+        DatasetError, match=r"^\[CT/ct_1\] .*ct_1_seg.nii.gz: expected the label affine .*verify"
+    ) as info:
         bad.raise_for_problems()
+    assert "\n" not in str(info.value)
     with pytest.raises(DatasetError, match=r"1 problem\(s\) found"):
         verified_dataset(tmp_path)
 

@@ -15,8 +15,8 @@ import torch
 
 from tcsa_uda.data.contract import load_dataset
 from tcsa_uda.data.prepare import prepare_dataset
-from tcsa_uda.engine.checkpoint import CheckpointError, save_checkpoint
-from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
+from tcsa_uda.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError, OutputExistsError
 from tcsa_uda.evaluation.evaluate import evaluate_dataset, evaluate_domain, evaluate_predictions, run_evaluation
 from tcsa_uda.evaluation.model import LoadedModel, load_model, resolve_checkpoint
 from tcsa_uda.evaluation.predictions import find_predictions
@@ -289,6 +289,87 @@ def test_run_evaluation_pred_mode_writes_every_file(tmp_path, raw, preds):
         run_evaluation(raw, tmp_path / "o4", pred_dir=preds, domain="CT", flip=True, progress=False)
 
 
+@pytest.mark.parametrize(
+    "value, dtype, found",
+    [(205, np.int16, r"expected label ids 0..2 \(background, a, b\), found \[205\] in the ground truth"),
+     (2.9999, np.float32, r"expected integer label ids in the ground truth, found non-integer values in 1 voxel")],
+)  # fmt: skip
+def test_ground_truth_is_checked_like_a_prediction(raw, preds, value, dtype, found):
+    """A raw code or a non-integer value in a ground-truth file is an error naming it, never cast."""
+    gt = _gt("t2").astype(dtype)
+    gt[0, 0, 0] = value
+    _save(raw / "t2_seg.nii.gz", gt)
+    with pytest.raises(DatasetError, match=rf"^{raw / 't2_seg.nii.gz'}: {found}"):
+        evaluate_predictions(preds, load_dataset(raw), "CT", "test")
+
+
+def test_prediction_on_another_grid_is_an_error_unless_resampled_to_the_ground_truth(tmp_path, raw, preds):
+    # The ground truth of t2 flipped along x, with the affine that puts every voxel at the same world position.
+    flip = np.array([[-1.0, 0, 0, SHAPE[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    _save(preds / "t2.nii", _gt("t2")[::-1].copy(), AFFINE @ flip)
+    with pytest.raises(DatasetError) as info:
+        evaluate_predictions(preds, load_dataset(raw), "CT", "test")
+    message = str(info.value)
+    assert f"prediction {preds / 't2.nii'} is not on the grid of its ground truth {raw / 't2_seg.nii.gz'}" in message
+    assert (
+        "expected the prediction affine to equal the ground truth affine" in message and "--resample-to-gt" in message
+    )
+    res = run_evaluation(raw, tmp_path / "out", pred_dir=preds, domain="CT", resample_to_gt=True, progress=False)
+    assert res.accumulator.values(1, "dice").tolist() == pytest.approx([0.75, 1.0])  # world-identical: perfect
+    assert res.accumulator.values(2, "dice").tolist() == pytest.approx([0.0, 1.0])
+    meta = json.loads(res.files["json"].read_text())["meta"]
+    assert meta["resample_to_gt"] is True and meta["resampled_cases"] == ["t2"]
+    with pytest.raises(ConfigError, match="--resample-to-gt applies to --pred"):
+        run_evaluation(raw, tmp_path / "o", checkpoint=tmp_path / "ck.pt", resample_to_gt=True, progress=False)
+
+
+def test_resample_to_grid_is_nearest_neighbour_in_world_space():
+    from tcsa_uda.evaluation.predictions import resample_to_grid
+
+    labels = np.zeros((4, 4, 2), dtype=np.uint8)
+    labels[1, 2, 0] = 3
+    coarse = np.diag([2.0, 2.0, 2.0, 1.0])  # voxel (1, 2, 0) covers world x 2, y 4, z 0
+    out = resample_to_grid(labels, coarse, (8, 8, 4), np.eye(4))
+    assert out.dtype == np.uint8 and out.shape == (8, 8, 4)
+    # world points nearest to the source voxel (1, 2, 0): x in [1, 3), y in [3, 5), z < 1
+    assert sorted(zip(*np.nonzero(out), strict=True)) == [(x, y, 0) for x in (1, 2) for y in (3, 4)]
+    shifted = np.eye(4)
+    shifted[0, 3] = 100.0  # entirely outside the source volume: background
+    assert not resample_to_grid(labels, coarse, (8, 8, 4), shifted).any()
+
+
+@pytest.mark.parametrize("variant, column", [("max_directed", "hd95_mm"), ("pooled", "hd95_mm_pooled")])
+def test_hd95_variant_is_passed_through_and_recorded(tmp_path, raw, preds, variant, column):
+    settings = resolve_settings(hd95_variant=variant)
+    res = run_evaluation(raw, tmp_path / "out", pred_dir=preds, domain="CT", settings=settings, progress=False)
+    with open(res.files["csv"], newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0])[-1] == column and "hd95_variant" not in rows[0]  # the column name says the variant
+    expected = compute_case_metrics(_pred_t1(), _gt("t1"), [1], spacing=(1.0, 1.0, 2.0), hd95_variant=variant)
+    assert float(rows[0][column]) == pytest.approx(expected[1][column])
+    meta = json.loads(res.files["json"].read_text())["meta"]
+    assert meta["settings"]["hd95_variant"] == variant
+    assert json.loads(res.files["json"].read_text())["hd95_variants"] == {column: variant}
+    with pytest.raises(ConfigError, match="hd95_variant: expected one of 'max_directed', 'pooled'"):
+        resolve_settings(hd95_variant="medpy")
+
+
+def test_output_folder_keeps_files_evaluate_did_not_write(tmp_path, raw, preds):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.md").write_text("my notes")
+    with pytest.raises(
+        OutputExistsError, match=r"would write over 1 file\(s\) that evaluate did not create .*summary.md"
+    ):
+        run_evaluation(raw, out, pred_dir=preds, domain="CT", progress=False)
+    assert (out / "summary.md").read_text() == "my notes" and not (out / "metrics.csv").exists()
+    with pytest.raises(OutputExistsError, match=r"holds a dataset \(dataset.json\) that evaluate did not write"):
+        run_evaluation(raw, raw, pred_dir=preds, domain="CT", progress=False)
+    run_evaluation(raw, out, pred_dir=preds, domain="CT", progress=False, overwrite=True)
+    run_evaluation(raw, out, pred_dir=preds, domain="CT", progress=False)  # a rerun replaces its own files
+    assert (out / "summary.md").read_text() != "my notes"
+
+
 # ------------------------------------------------------------------------------------ model
 
 
@@ -303,7 +384,8 @@ def test_model_on_prepared_and_raw_folders_gives_the_same_numbers(tmp_path, raw)
     # The saved label maps score the same as the model itself.
     c = evaluate_predictions(tmp_path / "p", index, "CT", "test")
     assert c.to_rows() == a.to_rows()
-    assert nib.load(str(tmp_path / "p" / "t1.nii.gz")).shape == SHAPE
+    saved = nib.load(str(tmp_path / "p" / "t1.nii.gz"))
+    assert saved.shape == SHAPE and int(saved.header["intent_code"]) == 1002  # written as a label map
 
 
 def test_model_errors_name_the_problem(tmp_path, raw):
@@ -321,7 +403,7 @@ def test_model_errors_name_the_problem(tmp_path, raw):
         evaluate_dataset(loaded, load_dataset(raw), "PET")
     with pytest.raises(CheckpointError, match=r"text embeddings are for classes \['background', 'x', 'y'\]"):
         load_model(_checkpoint(tmp_path / "t.pt", text_classes=["background", "x", "y"]))
-    state = torch.load(ck, weights_only=False)
+    state = load_checkpoint(ck)
     state["class_names"] = ["background", "a"]
     state["text"] = TextEmbeddings(
         ["MR", "CT"], ["background", "a"], [["m", "n"], ["o", "p"]], torch.randn(2, 2, 8), "test"
@@ -462,3 +544,24 @@ def test_parity_mpscl_needs_a_model(tmp_path, raw, preds):
         settings=resolve_settings(units="vox", assd_variant="mean_of_means", empty_policy="mpscl"),
     )
     assert acc.values(2, "assd_vox_mean_of_means").tolist() == [1.0, 0.0]  # t1 misses class 2 -> 1
+
+
+def test_an_upper_bound_checkpoint_is_flagged_in_the_selection_text_and_the_table():
+    """A run trained with target labels (the oracle method) says so; it is not an oracle *selection*."""
+    bound = "UPPER BOUND: trained with target training labels, not a UDA result"
+    loaded = LoadedModel(
+        model=torch.nn.Identity(),
+        text=None,
+        class_names=[],
+        checkpoint={"selection": {"criterion": "last", "iteration": 5, "upper_bound": bound}, "upper_bound": bound},
+        path=Path("run/final.pt"),
+    )
+    text = loaded.model_selection()
+    assert text == f"last iteration (5); no selection on target labels; {bound}"
+    ok = {"mean": 0.5, "std": 0.0, "n_nan": 0}
+    row = TableRow("r", {"n_cases": 1, "classes": {1: {"dice": ok}}, "class_mean": {"dice": ok}})
+    md = markdown_table([row], TableSpec(class_names={1: "a"}, model_selection=text))
+    assert "UPPER BOUND: trained with target labels, not an unsupervised domain adaptation result." in md
+    assert "ORACLE selection" not in md
+    plain = markdown_table([row], TableSpec(class_names={1: "a"}, model_selection="last iteration (5)"))
+    assert "UPPER BOUND" not in plain

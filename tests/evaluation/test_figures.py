@@ -12,11 +12,13 @@ from matplotlib.image import imread
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.evaluation.figures import (
     class_colors,
+    has_vl_diagnostics,
     load_run_metrics,
     plot_gradcam,
     plot_overlays,
     plot_training_curves,
     plot_tsne,
+    plot_vl_diagnostics,
 )
 from tcsa_uda.evaluation.tsne import TsneEmbedding
 
@@ -145,3 +147,34 @@ def test_overlays_with_several_predictions(tmp_path):
     assert mpimg.imread(two).shape[1] > mpimg.imread(one).shape[1]  # one more column
     with pytest.raises(ConfigError, match="overlay y"):
         plot_overlays(images, labels, {"x": labels, "y": labels[:, :8]}, CLASSES, ["a", "b"], tmp_path / "bad.png")
+
+
+def _vl_rows(steps, grad_zero_until: int = 0):
+    rows = _train(steps, seg=lambda s: 1.0, vl_s=lambda s: 1e-3 / s, vl_t=lambda s: 2e-3 / s)
+    for r in rows:
+        s = r["step"]
+        r.update(vl_grad_f_vis=0.0 if s <= grad_zero_until else 1e-3 / s, vl_grad_embed=2e-2 / s, vl_grad_text=0.1)
+        for d in ("s", "t"):
+            for m in ("sv", "st"):
+                r.update({f"vl_{d}_{m}_std": 0.05, f"vl_{d}_{m}_min": 0.4, f"vl_{d}_{m}_max": 0.9})
+    return rows
+
+
+def test_vl_diagnostics_figure_and_curves_without_diagnostic_panels(tmp_path):
+    run = tmp_path / "run"
+    _write_stage(run, "stage1_adaoutput", _train(range(1, 4), seg=lambda s: 1.0, adv=lambda s: 0.01))
+    _write_stage(run, "stage2_tcsa", _vl_rows(range(1, 6), grad_zero_until=2))
+    stages = load_run_metrics(run)
+    assert has_vl_diagnostics(stages) and not has_vl_diagnostics(stages[:1])
+    titles = plot_vl_diagnostics(stages, tmp_path / "vl.png")
+    assert titles[0] == "VL loss" and len(titles) == 4
+    assert _png_shape(tmp_path / "vl.png")[2] in (3, 4)
+    panels = plot_training_curves(stages, tmp_path / "c.png")
+    assert "vl_s" in panels and not [p for p in panels if p.startswith(("vl_grad", "vl_s_s", "vl_t_s"))]
+
+
+def test_vl_diagnostics_without_rows_is_an_error(tmp_path):
+    run = tmp_path / "run"
+    _write_stage(run, "stage1_tcsa", _train(range(1, 3), seg=lambda s: 1.0, vl_s=lambda s: 0.1))
+    with pytest.raises(ConfigError, match="vl_grad_embed"):
+        plot_vl_diagnostics(load_run_metrics(run), tmp_path / "vl.png")

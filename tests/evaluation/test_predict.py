@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from tcsa_uda.engine.checkpoint import save_checkpoint
-from tcsa_uda.errors import ConfigError, DatasetError
+from tcsa_uda.errors import ConfigError, DatasetError, OutputExistsError
 from tcsa_uda.evaluation.predict import find_inputs, predict_paths, read_dicom_volume
 from tcsa_uda.models import build_segmenter
 from tcsa_uda.text import TextEmbeddings
@@ -296,8 +296,6 @@ def test_checkpoint_for_another_domain_or_class_set_is_refused(tmp_path, ckpt):
         ConfigError, match=r"segments classes \['background', 'a', 'b'\], not the expected \['background', 'liver'\]"
     ):
         predict_paths(ckpt, tmp_path / "x.nii.gz", tmp_path / "out", classes=["background", "liver"], progress=False)
-    with pytest.raises(ConfigError, match="the output would overwrite an input"):
-        predict_paths(ckpt, tmp_path, tmp_path, progress=False)
     assert not (tmp_path / "out").exists()
 
 
@@ -308,7 +306,7 @@ def test_outputs_inside_the_input_folder_are_not_predicted_again(tmp_path, ckpt)
     for _ in range(2):
         records = predict_paths(ckpt, inp, inp / "pred", progress=False)
         assert [r.input.name for r in records] == ["a.nii.gz"]
-    assert sorted(p.name for p in (inp / "pred").iterdir()) == ["a.nii.gz", "predict.json"]
+    assert sorted(p.name for p in (inp / "pred").iterdir()) == [".tcsa-uda-outputs.json", "a.nii.gz", "predict.json"]
 
 
 def test_the_recorded_input_encoding_is_applied(tmp_path):
@@ -337,3 +335,64 @@ def test_the_recorded_input_encoding_is_applied(tmp_path):
     )  # fmt: skip
     assert ref.probabilities is not None
     np.testing.assert_allclose(out["caffe"], np.moveaxis(ref.probabilities, 0, -1), atol=1e-6)
+
+
+def test_output_folder_holding_an_input_or_dataset_labels_is_refused(tmp_path, ckpt):
+    """Even --overwrite never lets predict write next to its inputs or a dataset's ground truth."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    nib.save(nib.Nifti1Image(_image((10, 8, 3)), np.eye(4)), str(inp / "a.nii.gz"))
+    for overwrite in (False, True):
+        with pytest.raises(
+            OutputExistsError, match=rf"predict --out {inp}: the folder holds the input {inp / 'a.nii.gz'}"
+        ):
+            predict_paths(ckpt, inp, inp, progress=False, overwrite=overwrite)
+        with pytest.raises(OutputExistsError, match="holds the input"):
+            predict_paths(ckpt, inp / "a.nii.gz", tmp_path, progress=False, overwrite=overwrite)
+    ds = tmp_path / "ds"
+    (ds / "labels").mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.zeros((10, 8, 3), np.uint8), np.eye(4)), str(ds / "labels" / "a.nii.gz"))
+    data = {"name": "d", "labels": {"background": 0, "a": 1}, "domains": {"CT": {"modality": "ct", "cases": [
+        {"id": "a", "image": "images/a.nii.gz", "label": "labels/a.nii.gz", "split": "test"}]}}}  # fmt: skip
+    (ds / "dataset.json").write_text(json.dumps(data))
+    before = (ds / "labels" / "a.nii.gz").read_bytes()
+    with pytest.raises(OutputExistsError) as info:
+        predict_paths(ckpt, inp, ds / "labels", progress=False, overwrite=True)
+    message = str(info.value)
+    assert f"holds the label file {ds / 'labels' / 'a.nii.gz'} of the dataset {ds / 'dataset.json'}" in message
+    assert (ds / "labels" / "a.nii.gz").read_bytes() == before
+    with pytest.raises(OutputExistsError, match=rf"holds the label file {ds / 'labels' / 'a.nii.gz'}"):
+        predict_paths(ckpt, inp, ds, progress=False, overwrite=True)  # a folder above the labels
+    (tmp_path / "prep").mkdir()
+    (tmp_path / "prep" / "index.json").write_text("{}")
+    with pytest.raises(OutputExistsError, match=r"holds a dataset \(index.json\) that predict did not write"):
+        predict_paths(ckpt, inp, tmp_path / "prep", progress=False)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.nii.gz").write_bytes(b"my file")
+    with pytest.raises(OutputExistsError, match=r"would write over 1 file\(s\) that predict did not create"):
+        predict_paths(ckpt, inp, tmp_path / "mine", progress=False)
+    assert (tmp_path / "mine" / "a.nii.gz").read_bytes() == b"my file"
+    predict_paths(ckpt, inp, tmp_path / "mine", progress=False, overwrite=True)
+    assert nib.load(str(tmp_path / "mine" / "a.nii.gz")).shape == (10, 8, 3)
+
+
+def test_a_batch_goes_on_past_a_bad_file_and_lists_it(tmp_path, ckpt):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    nib.save(nib.Nifti1Image(_image((10, 8, 3)), np.eye(4)), str(inp / "a.nii.gz"))
+    (inp / "b.nii.gz").write_bytes(b"not a nifti file")
+    nib.save(nib.Nifti1Image(_image((9, 8, 3)), np.eye(4)), str(inp / "c.nii.gz"))
+    (inp / "__MACOSX").mkdir()
+    (inp / "__MACOSX" / "d.nii.gz").write_bytes(b"resource fork")  # never read
+    (inp / "._e.nii.gz").write_bytes(b"AppleDouble")  # never read
+    records = predict_paths(ckpt, inp, tmp_path / "out", progress=False)
+    assert [(r.input.name, r.ok) for r in records] == [("a.nii.gz", True), ("b.nii.gz", False), ("c.nii.gz", True)]
+    assert records[1].error is not None and "b.nii.gz: cannot read image as NIfTI" in records[1].error
+    manifest = json.loads((tmp_path / "out" / "predict.json").read_text())
+    assert manifest["failed"] == 1
+    assert [(o["status"], o["error"] is None) for o in manifest["outputs"]] == [
+        ("ok", True),
+        ("failed", False),
+        ("ok", True),
+    ]
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["a.nii.gz", "c.nii.gz"]

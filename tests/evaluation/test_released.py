@@ -51,6 +51,17 @@ DATA = Path(__file__).with_name("data")
 TOLERANCE = 1e-4
 
 
+def _convert_helpers() -> ModuleType:
+    """The release-miniature writers of tests/data/convert/conftest.py (real file names)."""
+    path = Path(__file__).parents[1] / "data" / "convert" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("_convert_helpers", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _generator() -> ModuleType:
     spec = importlib.util.spec_from_file_location("_release_state", Path(__file__).with_name("_release_state.py"))
     assert spec is not None and spec.loader is not None
@@ -289,9 +300,9 @@ def test_evaluate_and_predict_an_imported_model_in_memory(mapped, tmp_path) -> N
 @pytest.mark.slow
 def test_import_cli_then_evaluate_and_predict(tmp_path, release_state, capsys) -> None:
     """``import-released`` on a wrapped file (``module.`` prefixes under ``state_dict``), then
-    ``evaluate`` (raw and ``--parity mpscl``) and ``predict`` on a tiny synthetic dataset (~20 s:
-    three ResNet-101 builds and 350 MB checkpoints)."""
-    from tcsa_uda.data.phantom import generate_phantom
+    ``convert mmwhs-sifa`` of a miniature of the real MPSCL release, ``evaluate`` (default and
+    ``--parity mpscl``) and ``predict`` a converted test volume (~30 s: ResNet-101 builds and
+    350 MB checkpoints)."""
 
     wrapped = {"state_dict": {f"module.{k}": v for k, v in release_state.items()}, "epoch": 1}
     torch.save(wrapped, tmp_path / "ours_MR2CT_best.pth")
@@ -310,17 +321,24 @@ def test_import_cli_then_evaluate_and_predict(tmp_path, release_state, capsys) -
     assert len(ck["imported"]["ignored_keys"]) == 13 and lm.preprocessing.size == 32
     assert lm.preprocessing.axis == "coronal"
 
-    generate_phantom(tmp_path / "raw", seed=1, cases=4, shape=(16, 24, 24), progress=False)
+    # A miniature of the real MPSCL release (real file names, .nii.gz.npz test volumes), converted.
+    write_mpscl = _convert_helpers().write_mpscl
+    write_mpscl(tmp_path / "download", size=16, n_train=4, n_val=1, depth=34)
+    ds = tmp_path / "dataset"
+    assert main(["convert", "mmwhs-sifa", "--root", str(tmp_path / "download"), "--out", str(ds), "--no-progress"]) == 0
     for extra in ([], ["--parity", "mpscl"]):
         ev = tmp_path / f"ev{len(extra)}"
-        code = main(["evaluate", str(out), "--dataset", str(tmp_path / "raw"), "--out", str(ev), *extra])
+        code = main(["evaluate", str(out), "--dataset", str(ds), "--out", str(ev), "--no-progress", *extra])
         assert code == 0, capsys.readouterr().err
-        meta = json.loads((ev / "metrics.json").read_text())["meta"]
+        data = json.loads((ev / "metrics.json").read_text())
+        meta = data["meta"]
         assert meta["domain"] == "CT" and meta["predictions"]["input_encoding"] == "caffe_bgr"
         assert meta["predictions"]["preprocessing"]["normalization"]["method"] == "fixed"
+        assert len({row["case"] for row in data["rows"]}) == 4  # the four CT test volumes of the literature split
+    assert meta["settings"]["parity"] == "mpscl" and meta["settings"]["tail_policy"] == "released_batch32"
     capsys.readouterr()
 
-    image = next((tmp_path / "raw" / "CT" / "images").glob("*.nii.gz"))
+    image = next((ds / "CT").rglob("*1003*.nii.gz"))
     assert main(["predict", "-c", str(out), "-i", str(image), "-o", str(tmp_path / "pred"), "--no-progress"]) == 0
     labels = load_nifti(tmp_path / "pred" / image.name, what="label").array
     assert labels.shape == load_nifti(image, what="image").array.shape

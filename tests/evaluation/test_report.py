@@ -46,9 +46,10 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     overrides = [
         f"data.prepared={root / 'prepared'}", "data.source=MR", "data.target=CT", "data.batch_size=2",
         "model.name=light", "model.base_width=8", "model.disc_width=8", f"text.encoder=file:{root / 'text.pt'}",
-        "tensorboard=false", "progress=false", "device=cpu", "stages.1.options.align_start=1", "log_every=1",
+        "tensorboard=false", "progress=false", "device=cpu", "log_every=1",
         "selection.every=1", "selection.log_oracle=true",
         "stages=[{method: adaoutput, iterations: 2}, {method: tcsa, iterations: 2}]",
+        "stages.1.options.align_start=1",  # after stages=: the VL term acts at stage 2's 2nd iteration
     ]  # fmt: skip
     train(load_config(TrainConfig, None, overrides), root / "run")
     yield root / "run"
@@ -69,6 +70,7 @@ def test_report_lists_every_figure_and_each_is_a_png(report, tiny_run):
         assert f"]({name})" in md, kind
         img = imread(out / name)
         assert img.ndim == 3 and img.shape[0] > 50 and img.shape[1] > 50 and img.shape[2] in (3, 4)
+    assert "### Vision-language term" in md  # stage 2 logged the VL diagnostics
     # the evaluation table and its files, the model-selection note
     assert "| Method | Dice myocardium" in md and "Dice Mean" in md
     assert "Model selection: last iteration (2); no selection on target labels" in md

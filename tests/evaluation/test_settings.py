@@ -23,6 +23,7 @@ def test_the_mpscl_preset_and_its_contradictions() -> None:
         "empty_policy": "mpscl",
         "parity": "mpscl",
         "tail_policy": "released_batch32",
+        "hd95_variant": "max_directed",
     }
     assert resolve_settings(parity="sifa").tail_policy == "none"
     assert resolve_settings(tail_policy="released_batch32").units == "mm"

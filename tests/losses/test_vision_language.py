@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from tcsa_uda.errors import ConfigError, DatasetError
-from tcsa_uda.losses.vision_language import VLCovarianceLoss, covariance_cosine_loss
+from tcsa_uda.losses.vision_language import (
+    VLCovarianceLoss,
+    covariance_cosine_loss,
+    off_diagonal_spread,
+    similarity_matrices,
+)
 
 
 def test_covariance_cosine_zero_when_equal_or_row_scaled() -> None:
@@ -116,8 +121,10 @@ def test_invalid_arguments() -> None:
     with pytest.raises(ConfigError, match="bank_momentum"):
         VLCovarianceLoss(3, bank_momentum=-0.1)
     vl = VLCovarianceLoss(3, dim=2)
-    with pytest.raises(ConfigError, match=r"text: expected shape \(3, 2\)"):
-        vl(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(3, 4))
+    with pytest.raises(ConfigError, match=r"text: expected shape \(3, D_t\), found \(2, 2\)"):
+        vl(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(2, 2))
+    with pytest.raises(ConfigError, match="similarity: expected one of cosine, centred, correlation"):
+        VLCovarianceLoss(3, similarity="covariance")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"f_vis: expected shape \(B, 2, h, w\)"):
         vl(torch.zeros(1, 5, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), TEXT)
 
@@ -181,3 +188,80 @@ def test_released_rejects_mismatched_batch_and_bad_labels() -> None:
         vl(torch.zeros(2, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), TEXT)
     with pytest.raises(DatasetError, match="found values 3"):
         vl(torch.zeros(1, 2, 2, 2), torch.full((1, 2, 2), 3, dtype=torch.long), TEXT)
+
+
+# --- similarity kinds (docs/method.md, Letting the text term carry signal) --------------------------
+
+# Unit rows e1, e2, e1: centred over the 3 classes (mean (2/3, 1/3)) -> rows (1, -1)/3, (-2, 2)/3, (1, -1)/3.
+P3 = torch.tensor([[2.0, 0.0], [0.0, 0.5], [3.0, 0.0]])  # rows rescaled: kinds normalise rows first
+T3 = torch.eye(3)  # centred: delta_kl - 1/3
+
+
+def test_cosine_kind_is_the_paper_gram() -> None:
+    s_v, s_t = similarity_matrices(P3, T3, "cosine")
+    torch.testing.assert_close(s_v, torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]]))
+    torch.testing.assert_close(s_t, torch.eye(3))
+    # vec S_v . vec I = 3, |S_v| = sqrt 5, |I| = sqrt 3
+    assert covariance_cosine_loss(P3, T3).item() == pytest.approx(1 - 3 / math.sqrt(15), rel=1e-6)
+
+
+def test_centred_kind_hand_computed() -> None:
+    s_v, s_t = similarity_matrices(P3, T3, "centred")
+    a = torch.tensor([[2.0, -4.0, 2.0], [-4.0, 8.0, -4.0], [2.0, -4.0, 2.0]]) / 9
+    b = torch.tensor([[2.0, -1.0, -1.0], [-1.0, 2.0, -1.0], [-1.0, -1.0, 2.0]]) / 3
+    torch.testing.assert_close(s_v, a)
+    torch.testing.assert_close(s_t, b)
+    torch.testing.assert_close(s_v.sum(dim=1), torch.zeros(3))  # a covariance between classes: rows sum to 0
+    # A . B = 36 (in units of 1/27), |A| = 12, |B| = 3 sqrt 2 -> cos = 1 / sqrt 2
+    assert covariance_cosine_loss(P3, T3, "centred").item() == pytest.approx(1 - 1 / math.sqrt(2), rel=1e-6)
+
+
+def test_correlation_kind_hand_computed() -> None:
+    s_v, s_t = similarity_matrices(P3, T3, "correlation")
+    torch.testing.assert_close(s_v, torch.tensor([[1.0, -1.0, 1.0], [-1.0, 1.0, -1.0], [1.0, -1.0, 1.0]]))
+    torch.testing.assert_close(s_t, torch.tensor([[1.0, -0.5, -0.5], [-0.5, 1.0, -0.5], [-0.5, -0.5, 1.0]]))
+    # R_v . R_t = 4, |R_v| = 3, |R_t| = 3 / sqrt 2 -> cos = 4 sqrt 2 / 9
+    assert covariance_cosine_loss(P3, T3, "correlation").item() == pytest.approx(1 - 4 * math.sqrt(2) / 9, rel=1e-6)
+
+
+def test_centred_kinds_are_blind_with_two_classes() -> None:
+    """With K = 2 every centred matrix is [[a, -a], [-a, a]]: the loss is 0 whatever the inputs."""
+    gen = torch.Generator().manual_seed(3)
+    p, t = torch.randn(2, 5, generator=gen), torch.randn(2, 7, generator=gen)
+    for kind in ("centred", "correlation"):
+        assert covariance_cosine_loss(p, t, kind).item() == pytest.approx(0.0, abs=1e-6)
+    assert covariance_cosine_loss(p[:, :2], t[:, :2]).item() > 1e-4  # the cosine kind is not
+
+
+def test_text_may_have_another_width_than_the_prototypes() -> None:
+    """A fixed anchor (the raw text embeddings) is compared through its C x C matrix only."""
+    wide = torch.cat([T3, torch.zeros(3, 4)], dim=1)  # (3, 7), same Gram as T3
+    assert covariance_cosine_loss(P3, wide, "centred").item() == pytest.approx(1 - 1 / math.sqrt(2), rel=1e-6)
+    with pytest.raises(ConfigError, match=r"same K >= 1, found \(3, 2\) and \(2, 3\)"):
+        similarity_matrices(P3, torch.zeros(2, 3))
+
+
+def test_off_diagonal_spread_hand_computed() -> None:
+    s_v, s_t = similarity_matrices(P3, T3, "centred")
+    spread = off_diagonal_spread(s_v)  # off-diagonal: -4/9 four times, 2/9 twice; mean -2/9
+    assert spread["min"] == pytest.approx(-4 / 9) and spread["max"] == pytest.approx(2 / 9)
+    assert spread["std"] == pytest.approx(2 * math.sqrt(2) / 9, rel=1e-6)
+    assert off_diagonal_spread(s_t) == pytest.approx({"std": 0.0, "min": -1 / 3, "max": -1 / 3}, abs=1e-6)
+    with pytest.raises(ConfigError, match="K >= 2"):
+        off_diagonal_spread(torch.ones(1, 1))
+
+
+def test_module_uses_its_kind_and_keeps_the_last_matrices() -> None:
+    vl = VLCovarianceLoss(3, dim=2, similarity="centred")
+    assert vl.last_similarities is None
+    # one pixel per class, features P3 rows: the prototypes are P3
+    f = P3.t().reshape(1, 2, 1, 3)
+    loss = vl(f, torch.tensor([[[0, 1, 2]]]), T3)
+    assert loss.item() == pytest.approx(1 - 1 / math.sqrt(2), rel=1e-5)
+    assert vl.last_similarities is not None
+    torch.testing.assert_close(vl.last_similarities[1], similarity_matrices(P3, T3, "centred")[1])
+    assert not vl.last_similarities[0].requires_grad
+    vl(torch.ones(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.long), T3)  # still 3 classes seen
+    fresh = VLCovarianceLoss(3, dim=2, similarity="centred")
+    fresh(torch.ones(1, 2, 1, 1), torch.zeros(1, 1, 1, dtype=torch.long), T3)  # 1 class seen: no matrices
+    assert fresh.last_similarities is None

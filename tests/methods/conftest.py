@@ -48,3 +48,39 @@ def make_context_fixture():
 @pytest.fixture(name="make_batches")
 def make_batches_fixture():
     return make_batches
+
+
+@pytest.fixture(scope="session")
+def tiny_run_overrides(tmp_path_factory) -> list[str]:
+    """Training overrides for 2-iteration engine runs on a tiny prepared phantom (both domains labelled).
+
+    The phantom and a random text-embedding file are written once per session with the real
+    pipeline, so no test loads the text model.
+    """
+    from tcsa_uda.data.phantom import generate_phantom
+    from tcsa_uda.data.prepare import prepare_dataset
+    from tcsa_uda.data.prepared import load_prepared
+
+    root = tmp_path_factory.mktemp("methods_tiny")
+    generate_phantom(root / "raw", seed=3, cases=4, shape=(16, 64, 64), progress=False)
+    prepare_dataset(root / "raw", root / "prepared", size=48, progress=False)
+    idx = load_prepared(root / "prepared")
+    g = torch.Generator().manual_seed(0)
+    torch.save({"embeddings": torch.randn(2, idx.num_classes, 16, generator=g)}, root / "text.pt")
+    return [
+        f"data.prepared={root / 'prepared'}",
+        "data.source=MR",
+        "data.target=CT",
+        "data.batch_size=2",
+        "model.name=light",
+        "model.base_width=8",
+        "model.disc_width=8",
+        f"text.encoder=file:{root / 'text.pt'}",
+        f"text.cache_dir={root / 'cache'}",
+        "tensorboard=false",
+        "progress=false",
+        "device=cpu",
+        "num_threads=1",
+        "log_every=1",
+        "selection.max_slices=4",
+    ]

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from tcsa_uda.losses import VLCovarianceLoss
-from tcsa_uda.methods import available_methods, build_method
+from tcsa_uda.methods import available_methods, build_method, method_class
 from tcsa_uda.models import parameter_groups
 
 
@@ -49,9 +49,11 @@ def test_vl_gradient_reaches_visual_embedding_only_in_paper_mode(make_context, m
 def test_every_method_runs_one_iteration(make_context, make_batches):
     for name in available_methods():
         ctx = make_context("light", 3, base_width=8)
-        method = build_method(name, ctx, {"align_start": 0} if name == "tcsa" else {})
+        method = build_method(name, ctx, dict(method_class(name).smoke_options))
         opts = method.build_optimizers()
         src, tgt = make_batches(2, 64, 3)
+        if method.uses_target_labels:  # as the engine does: labelled target batches for those methods only
+            tgt["label"] = src["label"].clone()
         logs = method.training_step(src, tgt if method.uses_target else None, iteration=1, optimizers=opts)
         assert torch.isfinite(torch.tensor(logs["loss"])), name
 

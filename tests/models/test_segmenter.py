@@ -177,3 +177,20 @@ def test_released_variant_forward_differs_from_paper_with_the_same_weights() -> 
 def test_rejects_unknown_variant() -> None:
     with pytest.raises(ConfigError, match="'variant': expected one of paper, released, found 'code'"):
         build_segmenter("light", 3, 8, base_width=8, variant="code")
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_pre_relu_map_is_exposed_and_f_vis_unchanged(mode: str) -> None:
+    """``f_vis_pre`` is the embedding head before its final ReLU; ``f_vis`` is what the head's forward gives."""
+    model = _tiny()
+    model.train(mode == "train")
+    x = torch.randn(2, 3, 24, 24)
+    out = model(x, torch.randn(C, D))
+    assert out.f_vis_pre is not None and out.f_vis_pre.shape == out.f_vis.shape
+    assert (out.f_vis_pre < 0).any()  # not a post-ReLU map
+    torch.testing.assert_close(out.f_vis, F.relu(out.f_vis_pre), rtol=0, atol=0)
+    if mode == "eval":  # BatchNorm statistics fixed: the head's own forward gives the same map
+        with torch.no_grad():
+            _, f_hi = model.backbone(x)
+            torch.testing.assert_close(out.f_vis, model.embed_head(f_hi), rtol=0, atol=0)
+            torch.testing.assert_close(out.f_vis_pre, model.embed_head.pre_activation(f_hi), rtol=0, atol=0)

@@ -14,6 +14,7 @@ import typer
 from tcsa_uda.cli.app import app
 from tcsa_uda.data.convert.splits import DEFAULT_VAL_FRACTION
 from tcsa_uda.data.convert.writer import ConversionResult
+from tcsa_uda.outputs import OutputFolder
 
 convert_app = typer.Typer(
     name="convert",
@@ -33,10 +34,18 @@ _VAL = typer.Option(
 )
 _SEED = typer.Option(0, "--seed", help="Seed of the random split steps.")
 _PROGRESS = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
+_OVERWRITE = typer.Option(
+    False, "--overwrite", help="Write into a non-empty --out folder that an earlier conversion did not write."
+)
 
 
 def _report(result: ConversionResult) -> None:
     typer.echo(result.format())
+
+
+def _claim(out: Path, overwrite: bool) -> None:
+    """--out must be absent, empty or an earlier conversion's folder (unless --overwrite)."""
+    OutputFolder(out, "convert", overwrite=overwrite).claim_folder()
 
 
 @convert_app.command("mmwhs")
@@ -53,10 +62,12 @@ def mmwhs_command(
         "default: keep the whole field of view.",
     ),
     progress: bool = _PROGRESS,
+    overwrite: bool = _OVERWRITE,
 ) -> None:
     """MM-WHS 2017 CT + MR NIfTI: codes 205/420/500/820 -> MYO/LAC/LVC/AA, SIFA test ids, RAS+ (coronal slices)."""
     from tcsa_uda.data.convert.mmwhs import convert_mmwhs
 
+    _claim(out, overwrite)
     _report(
         convert_mmwhs(ct, mr, out, val_fraction=val_fraction, seed=seed, crop_margin_mm=crop_margin, progress=progress)
     )
@@ -77,10 +88,12 @@ def mmwhs_sifa_command(
         help="Intensities of .npy training slices: unit (MPSCL, already in [-1, 1]) or zscore (like the test volumes).",
     ),
     progress: bool = _PROGRESS,
+    overwrite: bool = _OVERWRITE,
 ) -> None:
     """The SIFA/MPSCL MM-WHS release (z-scores; then prepare --axis coronal --normalization fixed)."""
     from tcsa_uda.data.convert.mmwhs_sifa import convert_mmwhs_sifa
 
+    _claim(out, overwrite)
     _report(convert_mmwhs_sifa(root, out, slice_values=slice_values, progress=progress))
 
 
@@ -94,10 +107,12 @@ def abdomen_command(
     val_fraction: float = _VAL,
     seed: int = _SEED,
     progress: bool = _PROGRESS,
+    overwrite: bool = _OVERWRITE,
 ) -> None:
     """CHAOS T2-SPIR MRI + BTCV CT: liver / right kidney / left kidney / spleen, literature test ids, axial."""
     from tcsa_uda.data.convert.abdomen import convert_abdomen
 
+    _claim(out, overwrite)
     _report(convert_abdomen(chaos, btcv, out, val_fraction=val_fraction, seed=seed, progress=progress))
 
 
@@ -116,10 +131,12 @@ def brats_command(
     ),
     val_fraction: float = _VAL,
     progress: bool = _PROGRESS,
+    overwrite: bool = _OVERWRITE,
 ) -> None:
     """BraTS: whole tumour, FLAIR and T2 domains over disjoint patients (seeded split written to split.json)."""
     from tcsa_uda.data.convert.brats import convert_brats
 
+    _claim(out, overwrite)
     _report(
         convert_brats(
             root, out, split=split, seed=seed, test_fraction=test_fraction, val_fraction=val_fraction, progress=progress

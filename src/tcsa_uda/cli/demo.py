@@ -11,7 +11,9 @@ from tcsa_uda.cli.app import app
 
 @app.command("demo")
 def demo_command(
-    out: Path = typer.Option(Path("tcsa_uda_demo"), "--out", "-o", help="Output folder (reused when it exists)."),
+    out: Path = typer.Option(
+        Path("tcsa_uda_demo"), "--out", "-o", help="Output folder (an earlier demo's is reused; else it must be empty)."
+    ),
     direction: str = typer.Option("MR2CT", "--direction", help="MR2CT or CT2MR."),
     seed: int = typer.Option(0, "--seed", help="Seed of the phantom and of training."),
     cases: int = typer.Option(10, "--cases", help="Phantom cases per domain."),
@@ -23,6 +25,9 @@ def demo_command(
         [], "--set", help="Config override key.sub=value applied to both trainings (repeatable)."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Write into a non-empty folder that an earlier demo did not write."
+    ),
 ) -> None:
     """phantom -> prepare -> train source-only and TCSA-UDA -> evaluate -> results.md/json + figure."""
     from tcsa_uda.demo import DemoSettings, results_markdown, run_demo
@@ -37,6 +42,7 @@ def demo_command(
             iterations_scale=iterations_scale,
             overrides=tuple(override),
             progress=progress,
+            overwrite=overwrite,
         )
     )
     typer.echo(results_markdown(res))

@@ -2,7 +2,8 @@
 
 Builds one prompt per class and modality, embeds them with the chosen encoder (cached), prints
 per modality the prompts and their cosine-similarity matrix, and with ``--out`` writes the
-embeddings as a ``torch.save`` mapping that the ``file:`` encoder reads back.
+embeddings as a ``torch.save`` mapping that the ``file:`` encoder reads back (an existing file
+is replaced only with ``--overwrite``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rich.text import Text
 
 from tcsa_uda.cli.app import app
 from tcsa_uda.data.contract import load_dataset
+from tcsa_uda.outputs import check_new_file
 from tcsa_uda.text.embeddings import TextEmbeddings, encode_dataset_text, save_text_embeddings, similarity_matrix
 from tcsa_uda.text.encoders import DEFAULT_ENCODER
 from tcsa_uda.text.prompts import DEFAULT_TEMPLATE
@@ -61,8 +63,11 @@ def embed_text_command(
     cache_dir: Path | None = typer.Option(
         None, "--cache-dir", help="Embedding cache folder (default $TCSA_UDA_CACHE or ./.tcsa_uda_cache)."
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the --out file when it exists."),
 ) -> None:
     """Embed one prompt per class and modality; print the prompt similarity per modality."""
+    if out is not None:
+        check_new_file(out, "embed-text", overwrite=overwrite)  # before the (slow) encoding
     spec = load_dataset(dataset)
     emb = encode_dataset_text(
         spec, encoder=encoder, template=template, use_descriptions=descriptions, cache_dir=cache_dir

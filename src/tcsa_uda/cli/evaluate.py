@@ -46,9 +46,20 @@ def evaluate_command(
         "--tail-policy",
         help="none (default: every slice predicted) or released_batch32 (last D mod 32 slices left background).",
     ),
+    hd95_variant: str | None = typer.Option(
+        None,
+        "--hd95-variant",
+        help="HD95: max_directed (default, MONAI; column hd95_<unit>) or pooled (medpy; column hd95_<unit>_pooled).",
+    ),
     pred: Path | None = typer.Option(None, "--pred", help="Score label maps on disk (<case>.nii.gz, any nesting)."),
     allow_missing: bool = typer.Option(
         False, "--allow-missing", help="With --pred: score cases without a file as empty predictions (listed)."
+    ),
+    resample_to_gt: bool = typer.Option(
+        False,
+        "--resample-to-gt",
+        help="With --pred: resample label maps on another grid onto the ground truth's (nearest neighbour in world "
+        "space) instead of failing; recorded in metrics.json.",
     ),
     flip: bool = typer.Option(False, "--flip", help="Horizontal-flip test-time augmentation."),
     batch_size: str = typer.Option(
@@ -73,6 +84,9 @@ def evaluate_command(
         None, "--class-order", help="Comma-separated class names in table column order (default: id order)."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the volumes."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Write into OUT even over files evaluate did not create, or into a dataset folder."
+    ),
 ) -> None:
     """Per-volume Dice/ASSD/HD95 of a model (or of label maps on disk) on one domain and split."""
     from tcsa_uda.engine.device import resolve_device
@@ -80,7 +94,9 @@ def evaluate_command(
     from tcsa_uda.evaluation.evaluate import run_evaluation
     from tcsa_uda.evaluation.settings import resolve_settings
 
-    settings = resolve_settings(metrics, units, assd_variant, empty_policy, parity, tail_policy)
+    settings = resolve_settings(
+        metrics, units, assd_variant, empty_policy, parity, tail_policy=tail_policy, hd95_variant=hd95_variant
+    )
     order = [c.strip() for c in class_order.split(",")] if class_order else None
     result = run_evaluation(
         dataset,
@@ -100,6 +116,8 @@ def evaluate_command(
         class_order=order,
         progress=progress,
         precision=precision,
+        resample_to_gt=resample_to_gt,
+        overwrite=overwrite,
     )
     typer.echo(result.markdown)
     typer.echo("written: " + ", ".join(str(p) for p in result.files.values()))

@@ -1,7 +1,8 @@
 """``tcsa-uda predict --checkpoint CKPT --input FILE|DIR --out DIR``.
 
 Parses the options and calls :func:`tcsa_uda.evaluation.predict.predict_paths`; prints one line
-per written label map.
+per written label map, and one line on stderr per input that failed (a folder of inputs goes on
+past a bad file); exits with status 1 when an input failed (listed in ``predict.json``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def predict_command(
         help="Comma-separated class names you expect (background first); checked against the checkpoint.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the volumes."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace files in OUT that predict did not write (never inputs or a dataset's labels).",
+    ),
 ) -> None:
     """Segment NIfTI volumes or DICOM series; label maps keep the input's grid and affine."""
     from tcsa_uda.engine.device import resolve_device
@@ -61,7 +67,15 @@ def predict_command(
         classes=expected,
         progress=progress,
         precision=precision,
+        overwrite=overwrite,
     )
     for r in records:
-        extra = f" (+ {r.probabilities.name})" if r.probabilities is not None else ""
-        typer.echo(f"{r.input} -> {r.labels}{extra}")
+        if r.ok:
+            extra = f" (+ {r.probabilities.name})" if r.probabilities is not None else ""
+            typer.echo(f"{r.input} -> {r.labels}{extra}")
+        else:
+            typer.echo(f"failed: {r.error}", err=True)
+    failed = sum(not r.ok for r in records)
+    if failed:
+        typer.echo(f"error: {failed} of {len(records)} input(s) failed; see {out / 'predict.json'}.", err=True)
+        raise typer.Exit(code=1)

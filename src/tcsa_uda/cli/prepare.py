@@ -43,8 +43,15 @@ def prepare_command(
         None, "--fixed-preset", help="With --normalization fixed: sifa = MR -1.8,4.4 and CT -2.8,3.2."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the cases."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Write into a non-empty folder that is not a previous prepare of this dataset."
+    ),
 ) -> None:
-    """Normalise every volume and cut it into square 2D slices (reuses what is already prepared)."""
+    """Normalise every volume and cut it into square 2D slices (reuses what is already prepared).
+
+    Every case passes the checks of `tcsa-uda verify` first. --out must be empty, absent or a
+    previous prepare of the same dataset unless --overwrite is given.
+    """
     index = prepare_dataset(
         dataset,
         out,
@@ -55,6 +62,7 @@ def prepare_command(
         normalization=normalization,
         fixed_ranges=parse_fixed_ranges(fixed_range or []),
         fixed_preset=fixed_preset,
+        overwrite=overwrite,
     )
     typer.echo(summary(index))
 

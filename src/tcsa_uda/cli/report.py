@@ -32,6 +32,9 @@ def report_command(
     batch_size: int = typer.Option(8, "--batch-size", help="Slices per forward pass."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     progress: bool = typer.Option(False, "--progress/--no-progress", help="Show the evaluation's progress bar."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Write into OUT even over files report did not create there."
+    ),
 ) -> None:
     """Evaluate a run on the target test split and write report.md with training curves, overlays,
     Grad-CAM maps and a t-SNE before and after adaptation."""
@@ -48,7 +51,7 @@ def report_command(
     )
     result = build_report(
         run, dataset=dataset, domain=domain, out=out, before=before, options=options,
-        device=resolve_device(device), progress=progress,
+        device=resolve_device(device), progress=progress, overwrite=overwrite,
     )  # fmt: skip
     for note in result.notes:
         typer.echo(f"note: {note}")

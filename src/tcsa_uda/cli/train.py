@@ -1,7 +1,9 @@
-"""``tcsa-uda train CONFIG [key.sub=value ...] --out DIR [--resume]``.
+"""``tcsa-uda train CONFIG [key.sub=value ...] --out DIR [--resume | --overwrite]``.
 
 Loads the typed :class:`~tcsa_uda.train_config.TrainConfig` from YAML with overrides and
-calls :func:`tcsa_uda.engine.trainer.train`. Works the same under ``torchrun``.
+calls :func:`tcsa_uda.engine.trainer.train`. Works the same under ``torchrun``. A folder that
+holds a run is refused unless ``--resume`` or ``--overwrite`` is given
+(:mod:`tcsa_uda.engine.run_folder`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ def train_command(
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default: $TCSA_UDA_RESULTS/<config name>)."),
     resume: bool = typer.Option(
-        False, "--resume", help="Continue an interrupted run in --out from its last checkpoint."
+        False,
+        "--resume",
+        help="Continue the run in --out from its last checkpoint; the config may differ only in iteration counts "
+        "and logging keys (docs/training.md).",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the run in --out (its files are removed once every check passed)."
     ),
 ) -> None:
     """Train one or more stages (e.g. TCSA stage 1 + stage 2) as the config describes."""
@@ -32,5 +40,5 @@ def train_command(
 
     cfg = load_config(TrainConfig, config, overrides or [])
     run_dir = out if out is not None else results_root() / config.stem
-    result = train(cfg, run_dir, resume=resume)
+    result = train(cfg, run_dir, resume=resume, overwrite=overwrite)
     typer.echo(f"final checkpoint: {result.final_checkpoint}")

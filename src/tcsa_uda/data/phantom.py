@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from tcsa_uda import __version__
-from tcsa_uda.atomic import atomic_write_json
+from tcsa_uda.atomic import atomic_write_json, make_dir
 from tcsa_uda.data.contract import DATASET_FILE, CaseSpec, DatasetSpec, DomainSpec, write_dataset_json
 from tcsa_uda.data.io import save_nifti
 from tcsa_uda.data.phantom_anatomy import LABELS, AnatomyParams, AnatomyPrior, render_anatomy, sample_anatomy
@@ -230,7 +230,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         # Remove the old index first, so an interrupted run never leaves a dataset.json that
         # mixes old and new cases or points to files not yet written.
         (out / DATASET_FILE).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
 
 
 def generate_phantom(
@@ -291,7 +291,7 @@ def generate_phantom(
                 image_rel = f"{domain.name}/images/{case_id}.nii.gz"
                 label_rel = f"{domain.name}/labels/{case_id}.nii.gz"
                 save_nifti(out / image_rel, case.image, case.affine, header)
-                save_nifti(out / label_rel, case.labels, case.affine, header)
+                save_nifti(out / label_rel, case.labels, case.affine, header, kind="label")
                 specs.append(CaseSpec(id=case_id, image=image_rel, split=splits[i], label=label_rel))
                 records[domain.name].append(
                     {"id": case_id, "split": splits[i], **case.record, "anatomy": dataclasses.asdict(case.anatomy)}

@@ -12,6 +12,14 @@ bilinear, labels nearest). The result of one case is one memory-mappable ``.npy`
     OUT/<domain>/<case>_img.npy     float32 (S, size, size), values in [-1, 1] (``fixed``: lo..hi -> -1..1)
     OUT/<domain>/<case>_seg.npy     uint8   (S, size, size), only for labelled cases
 
+Every case is checked by :func:`tcsa_uda.data.verify.verify_case`, the code path of ``tcsa-uda
+verify`` (paths inside the dataset folder, readable within the memory budget, label on the
+image's grid with declared integer ids), before it is prepared; its volumes are read once.
+
+The output folder must be empty, absent, or a previous ``prepare`` of the same dataset (its
+``index.json`` names the same dataset folder); anything else is refused unless ``overwrite``
+(then no entry of the old index is reused).
+
 The recorded :class:`~tcsa_uda.data.geometry.SliceGeometry` maps a predicted slice stack back onto
 the original voxel grid, so evaluation runs on the original volumes. The geometry lives in
 :mod:`tcsa_uda.data.geometry`, the reader of the index in :mod:`tcsa_uda.data.prepared`; this module
@@ -39,7 +47,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from tcsa_uda.atomic import atomic_write_json, atomic_write_with
+from tcsa_uda.atomic import atomic_write_json, atomic_write_with, make_dir
 from tcsa_uda.config import save_config, to_dict
 from tcsa_uda.data.contract import CaseSpec, DatasetSpec, DomainSpec, load_dataset
 from tcsa_uda.data.geometry import (
@@ -49,7 +57,7 @@ from tcsa_uda.data.geometry import (
     parse_axis,
     resolve_axis,
 )
-from tcsa_uda.data.io import load_nifti
+from tcsa_uda.data.io import Volume
 from tcsa_uda.data.normalize import (
     FIXED,
     FIXED_PRESETS,
@@ -69,7 +77,8 @@ from tcsa_uda.data.prepared import (
     _read_index,
     load_prepared,
 )
-from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
+from tcsa_uda.data.verify import verify_case
+from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError, OutputExistsError
 
 # --------------------------------------------------------------------------------------------
 # Settings
@@ -183,6 +192,7 @@ def prepare_dataset(
     normalization: str | NormalizationSpec = "percentile_zscore",
     fixed_ranges: Mapping[str, tuple[float, float]] | None = None,
     fixed_preset: str | None = None,
+    overwrite: bool = False,
 ) -> PreparedIndex:
     """Prepare the 2D training slices of every case of every domain of ``dataset``.
 
@@ -196,13 +206,16 @@ def prepare_dataset(
         normalization: ``percentile_zscore``, ``fixed``, ``none`` or a complete spec.
         fixed_ranges: ``fixed``: domain -> (lo, hi), overriding the preset and dataset.json.
         fixed_preset: ``fixed``: a named set of ranges (``sifa``).
+        overwrite: write into a non-empty folder that is not a previous prepare of this dataset.
 
     Returns:
         The index of the prepared folder (as :func:`load_prepared` would read it).
 
     Raises:
         ConfigError: invalid settings.
-        DatasetError, MissingPathError: the dataset or one of its files is invalid.
+        DatasetError, MissingPathError: the dataset or one of its files is invalid (the checks of
+            ``tcsa-uda verify``, case by case).
+        OutputExistsError: ``out`` is not empty and not a previous prepare of this dataset.
     """
     low, high = check_percentiles(clip_percentiles)
     # The canonical spelling ("axial", "0") so that equal settings compare equal between runs.
@@ -212,10 +225,11 @@ def prepare_dataset(
     spec = load_dataset(cfg.dataset)
     cfg = replace(cfg, normalization=resolve_normalization(spec, normalization, fixed_ranges, fixed_preset))
     root = cfg.out
-    root.mkdir(parents=True, exist_ok=True)
     names = _file_names(spec)
     old_path = root / INDEX_FILE
-    old = _read_index(old_path) if old_path.is_file() else None
+    same = _check_out_folder(root, spec, overwrite)
+    make_dir(root)
+    old = _read_index(old_path) if same else None
     header = _index_header(spec, cfg)
     # Label stacks are only valid for the class set they were checked against.
     reuse = old is not None and old.get("labels") == header["labels"]
@@ -232,7 +246,12 @@ def prepare_dataset(
         if previous is not None and _reusable(root, previous, settings, source):
             entries.append({**previous, "split": case.split})
             continue
-        entries.append(_prepare_case(spec, dom, case, root, names[(dname, case.id)], settings, source))
+        image, label = verify_case(spec, dname, case).raise_for_problems()
+        entries.append(
+            _prepare_case(
+                dom, case, image, label, case.image_path(spec.root), root, names[(dname, case.id)], settings, source
+            )
+        )
         atomic_write_json(old_path, {**header, "complete": False, "cases": entries})
         wrote_partial = True
     bar.close()
@@ -243,6 +262,32 @@ def prepare_dataset(
     if wrote_partial or final != old:
         atomic_write_json(old_path, final)
     return load_prepared(root)
+
+
+def _check_out_folder(root: Path, spec: DatasetSpec, overwrite: bool) -> bool:
+    """Whether ``root`` holds a previous prepare of ``spec`` (whose entries may be reused).
+
+    Raises:
+        OutputExistsError: ``root`` is a file, or a non-empty folder that is not a previous
+            prepare of this dataset, without ``overwrite``.
+    """
+    if root.exists() and not root.is_dir():
+        raise OutputExistsError(f"prepare --out {root}: expected a folder, found a file.")
+    if not root.is_dir() or not any(root.iterdir()):
+        return False
+    found: str | None = None
+    index = _read_index(root / INDEX_FILE) if (root / INDEX_FILE).is_file() else None
+    if index is not None and isinstance(index.get("dataset"), dict) and index["dataset"].get("path"):
+        found = str(index["dataset"]["path"])
+    if found is not None and Path(found) == spec.root.resolve():
+        return True
+    if overwrite:
+        return False
+    what = f"a prepare of another dataset ({found})" if found is not None else "not a previous prepare"
+    raise OutputExistsError(
+        f"prepare --out {root}: the folder is not empty and is {what}, not of {spec.root.resolve()}; choose an "
+        "empty folder, or pass --overwrite to write into it anyway."
+    )
 
 
 def _config_text(cfg: PrepareConfig) -> str:
@@ -331,17 +376,29 @@ def _reusable(root: Path, entry: dict[str, Any], settings: dict[str, Any], sourc
 
 
 def _prepare_case(
-    spec: DatasetSpec,
     dom: DomainSpec,
     case: CaseSpec,
+    image: Volume,
+    label: Volume | None,
+    image_path: Path,
     root: Path,
     stem: str,
     settings: dict[str, Any],
     source: dict[str, Any],
 ) -> dict[str, Any]:
-    """Normalise, slice and save one case; returns its index entry."""
-    image_path = case.image_path(spec.root)
-    image = load_nifti(image_path, channel=dom.channel, what="image")
+    """Normalise, slice and save one case whose volumes passed :func:`verify_case`; returns its index entry.
+
+    Args:
+        dom: the case's domain.
+        case: the case.
+        image: its (X, Y, Z) image, as loaded by :func:`verify_case`.
+        label: its (X, Y, Z) label map on the image's grid with declared ids, or None.
+        image_path: the image file (named in messages).
+        root: the output folder.
+        stem: ``<domain>/<case>`` file stem inside ``root``.
+        settings: the case's prepare settings.
+        source: the reuse fingerprint of the case's files.
+    """
     normalised, record = normalize_with(
         image.array,
         NormalizationSpec.from_dict(settings["normalization"]),
@@ -356,10 +413,8 @@ def _prepare_case(
     _save_npy(root / image_rel, image_to_slices(normalised, geometry))
     label_rel: str | None = None
     foreground: list[int] | None = None
-    label_path = case.label_path(spec.root)
-    if label_path is not None:
-        label = _load_label(label_path, image.array.shape, spec.num_classes)
-        stack = label_to_slices(label, geometry)
+    if label is not None:
+        stack = label_to_slices(np.asarray(label.array).astype(np.uint8), geometry)
         foreground = [int(i) for i in np.flatnonzero(stack.reshape(stack.shape[0], -1).any(axis=1))]
         label_rel = stem + LABEL_SUFFIX
         _save_npy(root / label_rel, stack)
@@ -378,30 +433,6 @@ def _prepare_case(
         "settings": settings,
         "source": source,
     }
-
-
-def _load_label(path: Path, shape: tuple[int, ...], num_classes: int) -> np.ndarray:
-    """Load a label map and check it against its image; returns uint8 (X, Y, Z).
-
-    Raises:
-        DatasetError: shape differs from the image, or values are not integer ids < num_classes.
-    """
-    arr = load_nifti(path, what="label").array
-    if arr.shape != tuple(shape):
-        raise DatasetError(
-            f"{path}: expected the label shape to equal the image shape {tuple(shape)}, found {arr.shape}."
-        )
-    if arr.dtype.kind not in "biuf":
-        raise DatasetError(f"{path}: expected an integer label map, found dtype {arr.dtype}.")
-    if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
-        raise DatasetError(f"{path}: expected integer label values, found non-integer values; run `tcsa-uda verify`.")
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < 0 or hi >= num_classes:
-        raise DatasetError(
-            f"{path}: expected label ids in 0..{num_classes - 1} (dataset.json 'labels'), found values in "
-            f"[{lo:g}, {hi:g}]; run `tcsa-uda verify` for details."
-        )
-    return arr.astype(np.uint8)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

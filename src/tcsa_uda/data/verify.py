@@ -326,9 +326,11 @@ class CaseCheck:
         """``(image, label)`` when the case is usable.
 
         Raises:
-            DatasetError: listing every problem of the case (one line each).
+            DatasetError: the problem of the case on one line, or every problem (one line each).
         """
         if not self.ok or self.image is None:
+            if len(self.problems) == 1:
+                raise DatasetError(f"{self.problems[0]}; run `tcsa-uda verify` on the dataset to list every problem.")
             lines = "\n".join(f"  - {p}" for p in self.problems)
             raise DatasetError(f"[{self.where}] {len(self.problems)} problem(s) found:\n{lines}")
         return self.image, self.label

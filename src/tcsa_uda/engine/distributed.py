@@ -58,6 +58,15 @@ def shutdown(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
+def any_rank(info: DistInfo, flag: bool, device: torch.device) -> bool:
+    """True when ``flag`` is true on any rank (one all-reduce under torchrun), so all ranks stop together."""
+    if not info.enabled:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
 def check_in_sync(info: DistInfo, modules: list[torch.nn.Module], what: str) -> None:
     """Raise if the parameters of ``modules`` differ between ranks (DDP must keep them equal).
 

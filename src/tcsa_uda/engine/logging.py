@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from tcsa_uda.atomic import make_dir, output_write_error
 from tcsa_uda.layout import METRICS_FILE, TENSORBOARD_DIR
 
 
@@ -20,7 +21,7 @@ class MetricsLogger:
 
     def __init__(self, folder: Path, tensorboard: bool = True) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_dir(self.folder)
         self.path = self.folder / METRICS_FILE
         self._writer: Any = None
         if tensorboard:
@@ -36,8 +37,11 @@ class MetricsLogger:
             row[k] = fv if math.isfinite(fv) else str(fv)
             if self._writer is not None:
                 self._writer.add_scalar(f"{kind}/{k}", fv, step)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+        except OSError as exc:
+            raise output_write_error(self.path, exc) from exc
 
     def close(self) -> None:
         if self._writer is not None:

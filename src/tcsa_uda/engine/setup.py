@@ -32,7 +32,8 @@ class RunInputs:
         index: the prepared dataset.
         text: frozen prompt embeddings of every domain, (M, C, D).
         text_source, text_target: (C, D) on the run's device.
-        make_loaders: ``(seed, uses_target) -> {"source": EndlessLoader, "target"?: EndlessLoader}``.
+        make_loaders: ``(seed, uses_target, target_labels) -> {"source": EndlessLoader, "target"?: EndlessLoader}``;
+            target batches carry labels only with ``target_labels`` (a method that trains on them).
         preprocessing: what predict needs to reproduce the input pipeline (the ``prepare``
             settings and the network's ``input_encoding``).
     """
@@ -111,17 +112,29 @@ def build_run_inputs(cfg: TrainConfig, device: torch.device, rank: int = 0) -> R
         use_descriptions=cfg.text.use_descriptions,
         cache_dir=cache,
         domains=[src, tgt],
+        shuffle_seed=cfg.text.shuffle_seed if cfg.text.shuffle else None,
     )
     bs, workers = cfg.data.batch_size, cfg.data.num_workers
     pin = device.type == "cuda"  # page-locked batches: asynchronous host-to-GPU copies
 
-    def make_loaders(seed: int, uses_target: bool = True) -> dict[str, EndlessLoader]:
+    def make_loaders(seed: int, uses_target: bool = True, target_labels: bool = False) -> dict[str, EndlessLoader]:
         loaders = {"source": EndlessLoader(src_ds, bs, seed, workers, name=f"source domain {src!r}", pin_memory=pin)}
         if uses_target:
+            # Target labels only for a method that declares it trains on them (an upper bound).
+            t_ds = labelled_target() if target_labels else tgt_ds
             loaders["target"] = EndlessLoader(
-                tgt_ds, bs, seed + 1, workers, name=f"target domain {tgt!r}", pin_memory=pin
+                t_ds, bs, seed + 1, workers, name=f"target domain {tgt!r}", pin_memory=pin
             )
         return loaders
+
+    def labelled_target() -> SliceDataset:
+        ds = SliceDataset(index, tgt, split=splits, with_labels=True, encoding=encoding)
+        if len(ds) == 0:
+            raise DatasetError(
+                f"{index.root}: target domain {tgt!r} has no labelled slices in splits {list(splits)}; the method "
+                "trains on target labels (an upper bound) and needs them."
+            )
+        return ds
 
     preprocessing = {
         "prepare": dict(index.settings),

@@ -13,14 +13,18 @@ Every volume is predicted whole (no slice dropped) on its original voxel grid an
 with the original label file; distances in mm use the spacing of the ground-truth affine. The
 ``released_batch32`` tail policy (``--parity mpscl``) then sets to background the last
 ``D mod 32`` slices along the slicing axis, as the released evaluation leaves them, and records
-their number per case in ``meta["tail_slices"]``.
+their number per case in ``meta["tail_slices"]``. The ground truth is checked like a prediction
+(integer ids of the dataset's classes only). A label map on disk whose grid (shape or affine)
+differs from its ground truth's is an error unless ``resample_to_gt`` (nearest neighbour in
+world space onto the ground-truth grid); the outputs record which cases were resampled. The
+output folder is claimed before the evaluation starts (:class:`~tcsa_uda.outputs.OutputFolder`):
+files evaluate did not write are never replaced without ``overwrite``.
 :func:`run_evaluation` resolves the command-line inputs, evaluates and writes
 ``metrics.csv``, ``metrics.json``, ``summary.md`` and ``summary.tex`` (docs/evaluation.md).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +39,7 @@ from tcsa_uda.atomic import atomic_write_text
 from tcsa_uda.data.contract import DatasetSpec
 from tcsa_uda.data.io import Volume, load_nifti, save_nifti
 from tcsa_uda.data.prepared import PreparedIndex
+from tcsa_uda.data.verify import grid_problems
 from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
 from tcsa_uda.evaluation.batching import inference_options
 from tcsa_uda.evaluation.ground_truth import (
@@ -42,13 +47,15 @@ from tcsa_uda.evaluation.ground_truth import (
     check_classes,
     ground_truth_cases,
     load_evaluation_source,
+    read_ground_truth,
 )
 from tcsa_uda.evaluation.inference import predict_stack, predict_volume
 from tcsa_uda.evaluation.model import LoadedModel, load_model, resolve_checkpoint
-from tcsa_uda.evaluation.predictions import find_predictions, read_prediction, safe_case_name
+from tcsa_uda.evaluation.predictions import find_predictions, read_prediction, resample_to_grid, safe_case_name
 from tcsa_uda.evaluation.settings import EvalSettings, apply_tail_policy, score_case
 from tcsa_uda.evaluation.tables import TableRow, TableSpec, latex_table, markdown_table
 from tcsa_uda.metrics.volume import MetricAccumulator
+from tcsa_uda.outputs import OutputFolder
 from tcsa_uda.precision import autocast
 
 OUTPUT_FILES: dict[str, str] = {
@@ -76,17 +83,17 @@ def _evaluate_cases(
     acc = MetricAccumulator(class_names=names, meta=meta)
     class_ids = sorted(names)
     for case in tqdm(cases, desc="evaluate", unit="case", disable=not progress):
-        gt = load_nifti(case.label, what="label")
+        gt = read_ground_truth(case.label, class_names)
         pred = predict(case, gt)
         if pred.shape != gt.array.shape:
             raise DatasetError(
                 f"case {case.id}: the prediction has shape {pred.shape} but the ground truth {case.label} has "
                 f"shape {gt.array.shape}."
             )
-        gt_arr = np.asarray(gt.array).astype(np.int64)
-        acc.add(case.id, score_case(pred, gt_arr, class_ids, gt.spacing, settings))
+        acc.add(case.id, score_case(pred, gt.array, class_ids, gt.spacing, settings))
         if save_dir is not None:
-            save_nifti(save_dir / f"{safe_case_name(case.id)}.nii.gz", pred.astype(np.uint8), gt.affine, gt.header)
+            path = save_dir / f"{safe_case_name(case.id)}.nii.gz"
+            save_nifti(path, pred.astype(np.uint8), gt.affine, gt.header, kind="label")
     return acc
 
 
@@ -245,17 +252,21 @@ def evaluate_predictions(
     settings: EvalSettings | None = None,
     allow_missing: bool = False,
     progress: bool = False,
+    resample_to_gt: bool = False,
 ) -> MetricAccumulator:
     """Score label maps on disk (one NIfTI per case, any nesting, ``<case>.nii.gz``).
 
     A case whose file is missing is an error unless ``allow_missing``; then it is scored as an
     empty prediction (all background), counted and listed in ``meta["missing_predictions"]``.
-    A prediction whose affine differs from the ground truth's (beyond 1e-3) gives a warning;
-    metrics use the ground truth's spacing.
+    A prediction on another grid than its ground truth (shape, or an affine that differs by more
+    than 1e-3 mm in any entry: flipped, permuted, shifted) is an error unless ``resample_to_gt``;
+    then it is resampled onto the ground truth's grid by nearest neighbour in world space
+    (:func:`resample_to_grid`) and listed in ``meta["resampled_cases"]``. Metrics use the
+    ground truth's spacing.
 
     Raises:
         MissingPathError: ``pred_dir`` does not exist, or predictions are missing.
-        DatasetError: see :func:`read_prediction`.
+        DatasetError: see :func:`read_prediction`; a prediction on another grid without ``resample_to_gt``.
     """
     settings = settings or EvalSettings()
     if settings.tail_policy != "none":
@@ -276,20 +287,23 @@ def evaluate_predictions(
             "empty predictions."
         )
     class_names = list(source.class_names)
+    resampled: list[str] = []
 
     def predict(case: GroundTruthCase, gt: Volume) -> np.ndarray:
         path = files.get(keys[case.id])
         if path is None:
             return np.zeros(gt.array.shape, dtype=np.uint8)
-        vol = read_prediction(path, case.label, gt.array.shape, class_names)
-        if not np.allclose(vol.affine, gt.affine, atol=1e-3):
-            warnings.warn(
-                f"{path}: affine differs from the ground truth {case.label}; scored on the voxel grid with the "
-                "ground truth's spacing.",
-                UserWarning,
-                stacklevel=2,
+        vol = read_prediction(path, case.label, None if resample_to_gt else gt.array.shape, class_names)
+        problems = grid_problems(gt, vol, what="prediction", reference_what="ground truth")
+        if not problems:
+            return vol.array
+        if not resample_to_gt:
+            raise DatasetError(
+                f"prediction {path} is not on the grid of its ground truth {case.label}: {problems[0]}. Write "
+                "predictions on the ground truth's grid, or pass --resample-to-gt (nearest neighbour in world space)."
             )
-        return vol.array
+        resampled.append(case.id)
+        return resample_to_grid(vol.array, vol.affine, gt.array.shape, gt.affine)
 
     used = {keys[c.id] for c in cases}
     meta = {
@@ -299,8 +313,11 @@ def evaluate_predictions(
         "unlabelled_cases": unlabelled,
         "missing_predictions": missing,
         "unused_prediction_files": sum(1 for k in files if k not in used),
+        "resample_to_gt": resample_to_gt,
     }
-    return _evaluate_cases(cases, predict, class_names, settings, meta, progress)
+    acc = _evaluate_cases(cases, predict, class_names, settings, meta, progress)
+    acc.meta["resampled_cases"] = resampled
+    return acc
 
 
 @dataclass
@@ -360,6 +377,8 @@ def run_evaluation(
     model_selection: str | None = None,
     class_order: Sequence[str] | None = None,
     progress: bool = True,
+    resample_to_gt: bool = False,
+    overwrite: bool = False,
     precision: str = "auto",
 ) -> EvaluationResult:
     """Evaluate a checkpoint (or a prediction folder) and write the result files into ``out``.
@@ -383,10 +402,15 @@ def run_evaluation(
             checkpoint; unknown for a prediction folder).
         class_order: class names in table column order (default: id order).
         progress: show a progress bar.
+        resample_to_gt: with ``pred_dir``, resample predictions on another grid onto the ground
+            truth's (nearest neighbour in world space) instead of failing; recorded in the outputs.
+        overwrite: write into ``out`` even over files evaluate did not create there, or into a
+            dataset folder.
         precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16`` inference.
 
     Raises:
         ConfigError: contradictory options.
+        OutputExistsError: ``out`` holds files evaluate did not write, or a dataset (without ``overwrite``).
         TcsaUdaError: any input problem, with the file named.
     """
     settings = settings or EvalSettings()
@@ -396,15 +420,27 @@ def run_evaluation(
         raise ConfigError(
             "evaluate --pred scores label maps already on disk: --flip and --save-predictions need a model."
         )
+    if pred_dir is None and resample_to_gt:
+        raise ConfigError(
+            "evaluate --resample-to-gt applies to --pred label maps; a model predicts on the ground truth's grid."
+        )
+    out = Path(out)
+    guard = OutputFolder(out, "evaluate", overwrite=overwrite)  # checks only; files are claimed below
+    outputs = [out / name for name in OUTPUT_FILES.values()]
     source = load_evaluation_source(dataset)
     columns = order_classes(list(source.class_names), class_order)  # checked before the (slow) evaluation
     kind = "prepared" if isinstance(source, PreparedIndex) else "raw"
-    out = Path(out)
-    meta: dict[str, Any] = {"tool": f"tcsa-uda {__version__} evaluate", "dataset": str(dataset), "dataset_kind": kind}
+    meta: dict[str, Any] = {
+        "tool": f"tcsa-uda {__version__} evaluate",
+        "dataset": str(dataset),
+        "dataset_kind": kind,
+        "resample_to_gt": resample_to_gt,
+    }
     if pred_dir is not None:
         if domain is None:
             raise ConfigError("evaluate --pred: --domain is required (there is no checkpoint to take it from).")
-        acc = evaluate_predictions(pred_dir, source, domain, split, settings, allow_missing, progress)
+        guard.claim(outputs)  # every input is checked; claimed before the (slow) evaluation
+        acc = evaluate_predictions(pred_dir, source, domain, split, settings, allow_missing, progress, resample_to_gt)
         row_label = label or Path(pred_dir).name
         meta["predictions"] = {"kind": "folder", "path": str(pred_dir)}
     else:
@@ -413,6 +449,10 @@ def run_evaluation(
         if domain is None:
             raise ConfigError(f"{loaded.path}: no target domain recorded; pass --domain.")
         save_dir = out / PREDICTIONS_DIR if save_predictions else None
+        if save_dir is not None:
+            cases, _ = ground_truth_cases(source, domain, split)
+            outputs += [save_dir / f"{safe_case_name(c.id)}.nii.gz" for c in cases]
+        guard.claim(outputs)
         options: dict[str, Any] = {
             "settings": settings,
             "batch_size": batch_size,

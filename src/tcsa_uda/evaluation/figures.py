@@ -29,21 +29,25 @@ from tcsa_uda.engine.logging import logged_float, read_metrics
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.evaluation.tsne import TsneEmbedding
 from tcsa_uda.layout import METRICS_FILE, stage_folders
+from tcsa_uda.methods.tcsa import VL_GRAD_KEYS, VL_SPREAD_KEYS
 
 __all__ = [
     "NON_LOSS_KEYS",
     "StageMetrics",
     "class_colors",
+    "has_vl_diagnostics",
     "load_run_metrics",
     "plot_gradcam",
     "plot_overlays",
     "plot_training_curves",
     "plot_tsne",
+    "plot_vl_diagnostics",
     "save_figure",
 ]
 
-NON_LOSS_KEYS: frozenset[str] = frozenset({"step", "kind", "lr", "sec_per_it"})
-"""Keys of ``train`` rows of ``metrics.jsonl`` that are not losses (not plotted as loss panels)."""
+NON_LOSS_KEYS: frozenset[str] = frozenset({"step", "kind", "lr", "sec_per_it", *VL_GRAD_KEYS, *VL_SPREAD_KEYS})
+"""Keys of ``train`` rows of ``metrics.jsonl`` that are not losses (not plotted as loss panels; the VL
+diagnostics have their own figure, :func:`plot_vl_diagnostics`)."""
 
 _DOMAIN_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple")
 _BACKGROUND_GREY = (0.6, 0.6, 0.6, 1.0)
@@ -204,6 +208,102 @@ def plot_training_curves(stages: Sequence[StageMetrics], path: str | Path) -> li
         fig.suptitle("Training curves", fontsize=10)
     save_figure(fig, path)
     return panels
+
+
+# --------------------------------------------------------------------------------------------
+# VL diagnostics
+
+_VL_GRAD_LABELS: dict[str, str] = {
+    "vl_grad_f_vis": "to F_vis (features)",
+    "vl_grad_embed": "to the embedding head",
+    "vl_grad_text": "to the text projection",
+}
+
+
+def has_vl_diagnostics(stages: Sequence[StageMetrics]) -> bool:
+    """Whether any stage logged the VL gradient-norm diagnostics (a ``tcsa`` stage with the VL term on)."""
+    return any(r.get("kind", "train") == "train" and "vl_grad_embed" in r for s in stages for r in s.rows)
+
+
+def plot_vl_diagnostics(stages: Sequence[StageMetrics], path: str | Path) -> list[str]:
+    """The VL term's diagnostics against the run's iteration (stages end to end, as the training curves).
+
+    Four panels: the VL losses ``vl_s`` and ``vl_t``; the L2 norms of the gradient the weighted VL
+    term sends to ``F_vis``, the embedding head and the text projection (log scale; zeros are not
+    drawn); the off-diagonal spread of the image similarity matrices ``S_v`` and of the text ones
+    ``S_t`` (line: std; band: min to max), source call solid, target call dashed.
+
+    Args:
+        stages: from :func:`load_run_metrics`.
+        path: the PNG to write.
+
+    Returns:
+        The panel titles.
+
+    Raises:
+        ConfigError: no stage logged the diagnostics.
+    """
+    if not has_vl_diagnostics(stages):
+        raise ConfigError("VL diagnostics: no 'train' row with vl_grad_embed in any stage's metrics.jsonl.")
+    titles = [
+        "VL loss",
+        "gradient norm of the weighted VL term",
+        "S_v off-diagonal (std; band min-max)",
+        "S_t off-diagonal (std; band min-max)",
+    ]
+    fig = Figure(figsize=(9.0, 6.0), layout="constrained")
+    axes = fig.subplots(2, 2, squeeze=False).ravel()
+    offsets = np.cumsum([0, *(s.last_step for s in stages)])
+
+    def series(stage: StageMetrics, k: int, key: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = [r for r in stage.rows if r.get("kind", "train") == "train" and key in r]
+        x = np.array([offsets[k] + int(r["step"]) for r in rows], dtype=np.float64)
+        return x, np.array([logged_float(r[key]) for r in rows], dtype=np.float64)
+
+    labelled: set[str] = set()
+
+    def lab(text: str) -> str | None:
+        """Each legend entry once, across stages."""
+        if text in labelled:
+            return None
+        labelled.add(text)
+        return text
+
+    for k, stage in enumerate(stages):
+        for key, ls in (("vl_s", "-"), ("vl_t", "--")):
+            x, y = series(stage, k, key)
+            if x.size:
+                mk = "o" if x.size < 30 else None
+                axes[0].plot(x, y, ls=ls, color="C0", lw=1.0, marker=mk, ms=3, label=lab(key))
+        for j, (key, text) in enumerate(_VL_GRAD_LABELS.items()):
+            x, y = series(stage, k, key)
+            keep = np.isfinite(y) & (y > 0)
+            if keep.any():
+                mk = "o" if keep.sum() < 30 else None
+                axes[1].plot(x[keep], y[keep], color=f"C{j}", lw=1.0, marker=mk, ms=3, label=lab(text))
+        for ax, mat in ((axes[2], "sv"), (axes[3], "st")):
+            for d, ls, color in (("s", "-", "C0"), ("t", "--", "C1")):
+                x, std = series(stage, k, f"vl_{d}_{mat}_std")
+                _, lo = series(stage, k, f"vl_{d}_{mat}_min")
+                _, hi = series(stage, k, f"vl_{d}_{mat}_max")
+                if x.size and lo.size == x.size and hi.size == x.size:
+                    name = "source" if d == "s" else "target"
+                    ax.plot(x, std, ls=ls, color=color, lw=1.0, label=lab(f"{mat} {name} std"))
+                    ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+    if any(line.get_ydata().size for line in axes[1].get_lines()):
+        axes[1].set_yscale("log")
+    for ax, title in zip(axes, titles, strict=True):
+        for b in offsets[1:-1]:
+            ax.axvline(b, color="k", ls="--", lw=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("iteration (all stages)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, loc="best")
+    fig.suptitle("Vision-language term diagnostics (logged iterations)", fontsize=10)
+    save_figure(fig, path)
+    return titles
 
 
 # --------------------------------------------------------------------------------------------

@@ -161,8 +161,14 @@ class LoadedModel:
 
         ``{"criterion": "last"}`` gives the last iteration; a label-free criterion names itself
         and the iteration it chose; ``oracle`` says that target test labels were used. Without a
-        record, the iteration the checkpoint holds is named.
+        record, the iteration the checkpoint holds is named. A checkpoint trained with target labels
+        (its ``upper_bound`` record, e.g. the ``oracle`` method) says so after a semicolon.
         """
+        text = self._selection_text()
+        bound = self.checkpoint.get("upper_bound")
+        return f"{text}; {bound}" if isinstance(bound, str) and bound else text
+
+    def _selection_text(self) -> str:
         sel = self.checkpoint.get("selection")
         it = self.checkpoint.get("iteration")
         if isinstance(sel, str) and sel:

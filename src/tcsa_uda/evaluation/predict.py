@@ -12,11 +12,19 @@ prediction is mapped back onto the input's voxel grid. Outputs::
                                       cal_min/cal_max = label range, no scaling
     OUT/<name>_probabilities.nii.gz   float32 (X, Y, Z, C) softmax maps, with --probabilities
                                       (same geometry; cal_min/cal_max 0/1, no intent)
-    OUT/predict.json                  checkpoint, classes, settings and every input -> output
+    OUT/predict.json                  checkpoint, classes, settings and every input -> output, with
+                                      its status (``ok`` or ``failed``) and the error of a failed one
 
 ``<name>`` is the input file name without ``.nii``/``.nii.gz`` (folders below ``--input`` are
 mirrored), or for a DICOM series the name of its folder (plus ``_<SeriesNumber>`` when a folder
 holds several series).
+
+Safety of the outputs: the output folder may not hold any of the inputs, nor any label file of a
+dataset (a ``dataset.json`` in the folder or above it that lists a label inside it), even with
+``--overwrite``; other existing files are replaced only when predict wrote them before or with
+``--overwrite`` (:class:`~tcsa_uda.outputs.OutputFolder`). With a folder of inputs, an input
+that cannot be read or predicted is recorded as failed in ``predict.json`` and the others are
+still predicted; the command then exits with status 1.
 
 DICOM files are grouped by ``SeriesInstanceUID`` (pydicom headers) and each series is read by
 :func:`tcsa_uda.data.convert.dicom.read_dicom_series`: slices sorted by ``ImagePositionPatient``
@@ -43,13 +51,22 @@ from tqdm import tqdm
 
 from tcsa_uda import __version__
 from tcsa_uda.atomic import atomic_write_json
+from tcsa_uda.data.contract import DATASET_FILE, read_dataset_json
 from tcsa_uda.data.convert.dicom import read_dicom_series
 from tcsa_uda.data.io import Volume, is_nifti, load_nifti, save_nifti
-from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
+from tcsa_uda.errors import (
+    ConfigError,
+    DatasetError,
+    MissingPathError,
+    OutputExistsError,
+    OutputWriteError,
+    TcsaUdaError,
+)
 from tcsa_uda.evaluation.batching import inference_options
 from tcsa_uda.evaluation.inference import predict_volume
 from tcsa_uda.evaluation.model import LoadedModel, load_model, resolve_checkpoint
 from tcsa_uda.evaluation.predictions import nifti_stem
+from tcsa_uda.outputs import OutputFolder
 from tcsa_uda.precision import autocast
 
 PROBABILITY_SUFFIX = "_probabilities"
@@ -83,7 +100,8 @@ def find_inputs(path: str | Path) -> list[InputVolume]:
     """The NIfTI files and DICOM series of ``path`` (a NIfTI file or a folder, searched recursively).
 
     Files that are neither NIfTI nor DICOM are skipped, except a ``.dcm`` file that cannot be
-    read, which is an error.
+    read, which is an error. Hidden files (``.*``, e.g. macOS ``._*`` AppleDouble copies) and
+    ``__MACOSX`` folders are never read.
 
     Raises:
         MissingPathError: ``path`` does not exist.
@@ -103,7 +121,7 @@ def find_inputs(path: str | Path) -> list[InputVolume]:
     inputs: list[InputVolume] = []
     series: dict[str, list[tuple[Path, Any]]] = {}
     for p in sorted(root.rglob("*")):
-        if p.name.startswith(".") or not p.is_file():
+        if p.name.startswith(".") or "__MACOSX" in p.relative_to(root).parts or not p.is_file():
             continue
         if is_nifti(p):
             rel = p.relative_to(root)
@@ -213,21 +231,37 @@ def load_input(item: InputVolume, channel: int | None = None) -> Volume:
 
 @dataclass(frozen=True)
 class PredictionRecord:
-    """One input and what was written for it."""
+    """One input and what was written for it.
+
+    Attributes:
+        input: the NIfTI file or DICOM series folder.
+        kind: ``nifti`` or ``dicom``.
+        labels: the label map written, None when the input failed.
+        probabilities: the probability map written, if asked for.
+        shape: the input's (X, Y, Z) shape, None when the input failed.
+        error: why the input failed (one line), None when it was predicted.
+    """
 
     input: Path
     kind: str
-    labels: Path
+    labels: Path | None
     probabilities: Path | None
-    shape: tuple[int, int, int]
+    shape: tuple[int, int, int] | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "input": str(self.input),
             "kind": self.kind,
-            "labels": str(self.labels),
+            "status": "ok" if self.ok else "failed",
+            "error": self.error,
+            "labels": None if self.labels is None else str(self.labels),
             "probabilities": None if self.probabilities is None else str(self.probabilities),
-            "shape": list(self.shape),
+            "shape": None if self.shape is None else list(self.shape),
         }
 
 
@@ -264,6 +298,48 @@ def _without_previous_outputs(inputs: list[InputVolume], input_path: Path, out: 
     return kept
 
 
+def check_output_folder(out: Path, inputs: Sequence[InputVolume]) -> None:
+    """Refuse an output folder that holds an input or a label file of a dataset (not lifted by ``--overwrite``).
+
+    Raises:
+        OutputExistsError: naming the input, or the label file and its ``dataset.json``.
+    """
+    dest = out.resolve()
+    for item in inputs:
+        for p in (item.source, *item.dicom_files):
+            if p.resolve() == dest or p.resolve().is_relative_to(dest):
+                raise OutputExistsError(
+                    f"predict --out {out}: the folder holds the input {p}; choose an output folder outside the inputs."
+                )
+    for folder in (dest, *dest.parents):
+        if not (folder / DATASET_FILE).is_file():
+            continue
+        try:
+            _, data = read_dataset_json(folder)
+        except TcsaUdaError:
+            continue  # not a readable dataset: the generic output check still protects the folder itself
+        for label in _label_paths(data):
+            path = (folder / label).resolve()
+            if path.is_relative_to(dest):
+                raise OutputExistsError(
+                    f"predict --out {out}: the folder holds the label file {folder / label} of the dataset "
+                    f"{folder / DATASET_FILE}; predictions never go next to ground truth, choose another output folder."
+                )
+
+
+def _label_paths(data: Any) -> list[str]:
+    """The ``label`` paths of every case of a decoded ``dataset.json`` (malformed entries skipped)."""
+    out: list[str] = []
+    domains = data.get("domains") if isinstance(data, dict) else None
+    for dom in domains.values() if isinstance(domains, dict) else ():
+        cases = dom.get("cases") if isinstance(dom, dict) else None
+        for case in cases if isinstance(cases, list) else ():
+            label = case.get("label") if isinstance(case, dict) else None
+            if isinstance(label, str) and label:
+                out.append(label)
+    return out
+
+
 def predict_paths(
     checkpoint: str | Path,
     input_path: str | Path,
@@ -276,6 +352,7 @@ def predict_paths(
     channel: int | None = None,
     classes: Sequence[str] | None = None,
     progress: bool = True,
+    overwrite: bool = False,
     precision: str = "auto",
 ) -> list[PredictionRecord]:
     """Predict every volume of ``input_path`` with a checkpoint and write label maps into ``out``.
@@ -293,57 +370,71 @@ def predict_paths(
         channel: the volume of a 4D NIfTI input to use.
         classes: the class names the user expects; an error when the checkpoint's differ.
         progress: show a progress bar over the volumes.
+        overwrite: replace files in ``out`` that predict did not write.
         precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16`` inference.
 
     Returns:
-        One record per input, in input order (also written to ``out/predict.json``).
+        One record per input, in input order (also written to ``out/predict.json``). With a
+        folder of inputs, an input that cannot be read or predicted is a record with ``error``
+        set and the others are still predicted; a single input file raises instead.
 
     Raises:
-        ConfigError: wrong domain or class set, or an output that would overwrite an input.
-        TcsaUdaError: unreadable or non-3D inputs, with the file named.
+        ConfigError: wrong domain or class set.
+        OutputExistsError: ``out`` holds an input or a dataset's label file, or files predict
+            did not write (without ``overwrite``).
+        TcsaUdaError: with a single input file, an unreadable or non-3D input, with the file named.
+        OutputWriteError: an output cannot be written (the run stops).
     """
     ck_path = resolve_checkpoint(checkpoint)
     loaded = load_model(ck_path, device)
     domain = check_model_for(loaded, domain, classes)
     settings = loaded.preprocessing
     text = loaded.text_for(domain, device)
-    batch, prec = inference_options(
+    slices_per_pass, prec = inference_options(
         loaded.model, text, settings.size, batch_size, precision, flip, encoding=loaded.input_encoding
     )
     inputs = _without_previous_outputs(find_inputs(input_path), Path(input_path), Path(out))
     out = Path(out)
-    sources = {p.resolve() for item in inputs for p in (item.source, *item.dicom_files) if p.is_file()}
+    check_output_folder(out, inputs)
+    guard = OutputFolder(out, "predict", overwrite=overwrite)
     plan = []
     for item in inputs:
         labels_path = out / f"{item.name}.nii.gz"
         prob_path = out / f"{item.name}{PROBABILITY_SUFFIX}.nii.gz" if probabilities else None
-        for dest in (labels_path, prob_path):
-            if dest is not None and dest.resolve() in sources:
-                raise ConfigError(f"{dest}: the output would overwrite an input; choose another --out folder.")
         plan.append((item, labels_path, prob_path))
+    guard.claim([out / RECORD_FILE, *(p for _, lab, prob in plan for p in (lab, prob) if p is not None)])
+    batch = Path(input_path).is_dir()
     records: list[PredictionRecord] = []
     for item, labels_path, prob_path in tqdm(plan, desc="predict", unit="volume", disable=not progress):
-        vol = load_input(item, channel)
-        what = str(item.source)
-        with autocast(prec, text.device):
-            pred = predict_volume(
-                loaded.model,
-                vol.array,
-                vol.affine,
-                text,
-                settings,
-                batch,
-                flip,
-                keep_probabilities=probabilities,
-                what=what,
-                domain=domain,
-                encoding=loaded.input_encoding,
-            )
+        try:
+            vol = load_input(item, channel)
+            with autocast(prec, text.device):
+                pred = predict_volume(
+                    loaded.model,
+                    vol.array,
+                    vol.affine,
+                    text,
+                    settings,
+                    slices_per_pass,
+                    flip,
+                    keep_probabilities=probabilities,
+                    what=str(item.source),
+                    domain=domain,
+                    encoding=loaded.input_encoding,
+                )
+        except OutputWriteError:
+            raise
+        except TcsaUdaError as exc:
+            if not batch:
+                raise
+            records.append(PredictionRecord(item.source, item.kind, None, None, None, error=str(exc)))
+            continue
         save_nifti(labels_path, pred.labels, vol.affine, vol.header, kind="label")
         if prob_path is not None and pred.probabilities is not None:
             probs = np.moveaxis(pred.probabilities, 0, -1).astype(np.float32)
             save_nifti(prob_path, probs, vol.affine, vol.header, kind="probability")
-        records.append(PredictionRecord(item.source, item.kind, labels_path, prob_path, tuple(vol.array.shape)))
+        shape = (int(vol.array.shape[0]), int(vol.array.shape[1]), int(vol.array.shape[2]))
+        records.append(PredictionRecord(item.source, item.kind, labels_path, prob_path, shape))
     atomic_write_json(
         out / RECORD_FILE,
         {
@@ -354,9 +445,10 @@ def predict_paths(
             "preprocessing": settings.to_dict(),
             "input_encoding": loaded.input_encoding,
             "flip": flip,
-            "batch_size": batch,
+            "batch_size": slices_per_pass,
             "precision": prec,
             "probabilities": probabilities,
+            "failed": sum(not r.ok for r in records),
             "outputs": [r.to_dict() for r in records],
         },
     )

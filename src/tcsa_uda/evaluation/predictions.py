@@ -14,6 +14,7 @@ import numpy as np
 
 from tcsa_uda.data.io import Volume, is_nifti, load_nifti
 from tcsa_uda.errors import DatasetError, MissingPathError
+from tcsa_uda.evaluation.ground_truth import label_ids
 
 
 def safe_case_name(case_id: str) -> str:
@@ -55,8 +56,15 @@ def find_predictions(folder: str | Path) -> dict[str, Path]:
     return out
 
 
-def read_prediction(path: Path, gt_path: Path, gt_shape: tuple[int, ...], class_names: Sequence[str]) -> Volume:
+def read_prediction(path: Path, gt_path: Path, gt_shape: tuple[int, ...] | None, class_names: Sequence[str]) -> Volume:
     """Load a predicted label map and check it against its ground truth.
+
+    Args:
+        path: the prediction file.
+        gt_path: its ground-truth file (named in messages).
+        gt_shape: the ground truth's shape, which the prediction must have; None when the
+            prediction will be resampled onto the ground truth's grid (``--resample-to-gt``).
+        class_names: the dataset's classes (ids ``0..C-1``).
 
     Raises:
         DatasetError: unreadable, not 3D, non-integer values, shape different from the ground
@@ -64,21 +72,44 @@ def read_prediction(path: Path, gt_path: Path, gt_shape: tuple[int, ...], class_
     """
     vol = load_nifti(path, what="prediction")
     arr = np.asarray(vol.array)
-    if arr.dtype.kind not in "biuf":
-        raise DatasetError(f"{path}: expected an integer label map, found dtype {arr.dtype}.")
-    if arr.dtype.kind == "f" and not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
-        raise DatasetError(f"{path}: expected integer label ids, found non-integer values.")
-    if arr.shape != tuple(gt_shape):
+    if gt_shape is not None and arr.shape != tuple(gt_shape):
         raise DatasetError(
             f"prediction {path} has shape {arr.shape} but the ground truth {gt_path} has shape {tuple(gt_shape)}; "
-            "predictions must be on the ground truth's voxel grid."
+            "predictions must be on the ground truth's voxel grid (or pass --resample-to-gt)."
         )
-    labels = arr.astype(np.int64)
-    present = np.unique(labels)
-    bad = [int(v) for v in present if v < 0 or v >= len(class_names)]
-    if bad:
-        raise DatasetError(
-            f"{path}: expected label ids 0..{len(class_names) - 1} ({', '.join(class_names)}), found {bad[:10]}; "
-            "is it a prediction for another class set or with raw label codes?"
-        )
-    return Volume(array=labels, affine=vol.affine, header=vol.header)
+    return Volume(array=label_ids(vol, path, class_names, "prediction"), affine=vol.affine, header=vol.header)
+
+
+def resample_to_grid(
+    labels: np.ndarray, affine: np.ndarray, shape: tuple[int, ...], target_affine: np.ndarray
+) -> np.ndarray:
+    """Nearest-neighbour resampling of a label map onto another voxel grid, in world coordinates.
+
+    Each voxel centre of the target grid is mapped to world space with ``target_affine`` and into
+    the source grid with the inverse of ``affine``; it takes the label of the nearest source voxel
+    (a point halfway between two voxels takes the higher index), or background (0) outside the
+    source volume. Computed slice by slice along the last axis, so
+    the memory needed is that of one slice of coordinates.
+
+    Args:
+        labels: (X, Y, Z) integer label map on the grid of ``affine``.
+        affine: (4, 4) voxel-to-world affine of ``labels``.
+        shape: (X', Y', Z') shape of the target grid.
+        target_affine: (4, 4) voxel-to-world affine of the target grid.
+
+    Returns:
+        (X', Y', Z') label map of ``labels.dtype``.
+    """
+    to_source = np.linalg.inv(np.asarray(affine, dtype=np.float64)) @ np.asarray(target_affine, dtype=np.float64)
+    nx, ny, nz = (int(n) for n in shape[:3])
+    out = np.zeros((nx, ny, nz), dtype=labels.dtype)
+    gi, gj = np.meshgrid(np.arange(nx, dtype=np.float64), np.arange(ny, dtype=np.float64), indexing="ij")
+    src_shape = np.asarray(labels.shape[:3])
+    for k in range(nz):
+        coords = np.stack([gi.ravel(), gj.ravel(), np.full(gi.size, float(k)), np.ones(gi.size)])
+        idx = np.floor((to_source @ coords)[:3] + 0.5).astype(np.int64)  # nearest; ties go up, not to even
+        inside = np.all((idx >= 0) & (idx < src_shape[:, None]), axis=0)
+        plane = np.zeros(gi.size, dtype=labels.dtype)
+        plane[inside] = labels[idx[0, inside], idx[1, inside], idx[2, inside]]
+        out[:, :, k] = plane.reshape(nx, ny)
+    return out

@@ -5,6 +5,7 @@
     report.md               the report (links the figures below by relative path)
     evaluation/             metrics.csv, metrics.json, summary.md, summary.tex (run_evaluation)
     training_curves.png     losses of every stage end to end, stage boundaries, selection scores
+    vl_diagnostics.png      VL loss, its gradient norms and the similarity spread (runs with a VL term)
     overlays.png            image | ground truth | prediction on target test slices
     gradcam.png             Grad-CAM per foreground class on the same slices
     tsne.png                t-SNE of source and target pixel features, before and after adaptation
@@ -42,11 +43,13 @@ from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
 from tcsa_uda.evaluation.evaluate import EvaluationResult, run_evaluation
 from tcsa_uda.evaluation.figures import (
     StageMetrics,
+    has_vl_diagnostics,
     load_run_metrics,
     plot_gradcam,
     plot_overlays,
     plot_training_curves,
     plot_tsne,
+    plot_vl_diagnostics,
 )
 from tcsa_uda.evaluation.gradcam import grad_cam
 from tcsa_uda.evaluation.model import LoadedModel, load_model, resolve_checkpoint
@@ -55,6 +58,7 @@ from tcsa_uda.evaluation.settings import EvalSettings
 from tcsa_uda.evaluation.tsne import FEATURES, PixelFeatures, TsneEmbedding, pixel_features, tsne_embedding
 from tcsa_uda.layout import selected_checkpoint, stage_folders
 from tcsa_uda.models.inference import predict_slices
+from tcsa_uda.outputs import OutputFolder
 from tcsa_uda.paths import resolve_data_path
 
 __all__ = [
@@ -75,6 +79,7 @@ REPORT_FILE = "report.md"
 EVALUATION_DIR = "evaluation"
 FIGURE_FILES: dict[str, str] = {
     "curves": "training_curves.png",
+    "vl": "vl_diagnostics.png",
     "overlays": "overlays.png",
     "gradcam": "gradcam.png",
     "tsne": "tsne.png",
@@ -240,6 +245,7 @@ def build_report(
     options: ReportOptions | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    overwrite: bool = False,
 ) -> ReportResult:
     """Evaluate a run on the target test split and write ``report.md`` with its figures.
 
@@ -252,6 +258,7 @@ def build_report(
         options: what to draw (:class:`ReportOptions`).
         device: torch device of the models.
         progress: show the evaluation's progress bar.
+        overwrite: write into ``out`` even over files report (and evaluate) did not create there.
 
     Returns:
         :class:`ReportResult`.
@@ -261,6 +268,7 @@ def build_report(
             checkpoint is for another class set.
         MissingPathError: ``final.pt`` or the dataset is missing.
         DatasetError: the domain has no labelled test slice with foreground.
+        OutputExistsError: ``out`` holds files report did not write (without ``overwrite``).
     """
     options = options or ReportOptions()
     run = Path(run)
@@ -276,11 +284,15 @@ def build_report(
         raise ConfigError(f"{final_path}: no target domain recorded; pass --domain.")
     source = str(loaded.checkpoint.get("source") or "")
     out = Path(out) if out is not None else run / REPORT_DIR
+    OutputFolder(out, "report", overwrite=overwrite).claim(
+        [out / REPORT_FILE, *(out / f for f in FIGURE_FILES.values())]
+    )
     notes: list[str] = []
 
     evaluation = run_evaluation(
         index.root, out / EVALUATION_DIR, checkpoint=final_path, domain=domain, split="test",
         settings=options.settings, batch_size=options.batch_size, device=device, progress=progress,
+        overwrite=overwrite,
     )  # fmt: skip
 
     figures: dict[str, Path] = {}
@@ -290,6 +302,9 @@ def build_report(
         figures["curves"] = out / FIGURE_FILES["curves"]
     else:
         notes.append("No metrics.jsonl with training rows in the run's stage folders: no training curves.")
+    if has_vl_diagnostics(stages):
+        plot_vl_diagnostics(stages, out / FIGURE_FILES["vl"])
+        figures["vl"] = out / FIGURE_FILES["vl"]
 
     refs = spread_slices(index.cases(domain, "test"), options.n_slices)
     if not refs:
@@ -487,6 +502,21 @@ def _markdown(
             "",
             "Every loss logged in the stages' `metrics.jsonl` against the iteration counted over all stages "
             "(dashed lines: stage boundaries); the last panel holds the label-free selection scores (`select` rows).",
+            "",
+        ]
+    if "vl" in figures:
+        lines += [
+            "### Vision-language term",
+            "",
+            f"![VL diagnostics]({FIGURE_FILES['vl']})",
+            "",
+            "Logged at every log step of the stages with a VL term (docs/method.md, VL diagnostics): the VL losses "
+            "`vl_s` and `vl_t`; the L2 norm of the gradient that the weighted VL term alone sends to the feature maps "
+            "it reads (F_vis), to the visual embedding head's parameters and to the text projection's parameters "
+            "(log scale, zeros not drawn); the standard deviation (line) and range (band) of the off-diagonal "
+            "entries of the image similarity matrix S_v and the text one S_t, source call solid, target call dashed. "
+            "A loss near 0 with a vanishing gradient to the image side means the text term no longer shapes the "
+            "features.",
             "",
         ]
     lines += [

@@ -1,9 +1,9 @@
 """Evaluation settings: every choice that changes an evaluation number, and scoring one volume with them.
 
 Metric set (Dice only or all), distance units (mm, voxels or both), the ASSD definition shown in
-tables, the missing-structure policy, the tail policy (slices a released evaluation never
-predicted), and named parity presets that reproduce the conventions of published evaluations
-(docs/evaluation.md):
+tables, the HD95 definition, the missing-structure policy, the tail policy (slices a released
+evaluation never predicted), and named parity presets that reproduce the conventions of
+published evaluations (docs/evaluation.md):
 
 * ``sifa``: the metric conventions of the SIFA-era papers on a whole-volume prediction: ASSD in
   voxels, mean of the two directed means (medpy's ``assd``), a missing structure scored ASSD 1
@@ -26,7 +26,7 @@ import numpy as np
 
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.metrics.surface import ASSD_VARIANTS, check_option
-from tcsa_uda.metrics.volume import CaseMetrics, compute_case_metrics, dice, resolve_empty_policy
+from tcsa_uda.metrics.volume import HD_VARIANTS, CaseMetrics, compute_case_metrics, dice, resolve_empty_policy
 
 METRIC_SETS: tuple[str, ...] = ("dice", "all")
 """``dice``: Dice only (fast). ``all``: Dice, ASSD (both variants) and HD95."""
@@ -63,6 +63,8 @@ class EvalSettings:
         empty_policy: missing-structure policy, a name in ``EMPTY_POLICIES``.
         parity: the parity preset these settings come from, or None.
         tail_policy: a name in :data:`TAIL_POLICIES`; applies to model predictions only.
+        hd95_variant: the HD95 definition, ``max_directed`` (MONAI; metric ``hd95_<unit>``) or
+            ``pooled`` (medpy; metric ``hd95_<unit>_pooled``), :data:`~tcsa_uda.metrics.volume.HD_VARIANTS`.
     """
 
     metrics: str = "all"
@@ -71,6 +73,7 @@ class EvalSettings:
     empty_policy: str = "nan"
     parity: str | None = None
     tail_policy: str = "none"
+    hd95_variant: str = "max_directed"
 
     def __post_init__(self) -> None:
         check_option(self.metrics, METRIC_SETS, "metrics")
@@ -80,6 +83,7 @@ class EvalSettings:
         check_option(self.tail_policy, tuple(TAIL_POLICIES), "tail_policy")
         if self.parity is not None:
             check_option(self.parity, tuple(PARITY_PRESETS), "parity")
+        check_option(self.hd95_variant, HD_VARIANTS, "hd95_variant")
 
     @property
     def table_unit(self) -> str:
@@ -99,6 +103,7 @@ class EvalSettings:
             "empty_policy": self.empty_policy,
             "parity": self.parity,
             "tail_policy": self.tail_policy,
+            "hd95_variant": self.hd95_variant,
         }
 
 
@@ -139,8 +144,9 @@ def resolve_settings(
     empty_policy: str | None = None,
     parity: str | None = None,
     tail_policy: str | None = None,
+    hd95_variant: str | None = None,
 ) -> EvalSettings:
-    """Combine explicit options with a parity preset; defaults mm, pooled, nan, no tail.
+    """Combine explicit options with a parity preset; defaults mm, pooled, nan, no tail, HD95 max_directed.
 
     Raises:
         ConfigError: an unknown value, or an explicit option that contradicts the preset.
@@ -157,7 +163,7 @@ def resolve_settings(
                 )
         values.update(preset)
     values.update({k: v for k, v in given.items() if v is not None})
-    return EvalSettings(metrics=metrics, parity=parity, **values)
+    return EvalSettings(metrics=metrics, parity=parity, hd95_variant=hd95_variant or "max_directed", **values)
 
 
 def score_case(
@@ -174,7 +180,7 @@ def score_case(
         gt: (X, Y, Z) integer ground truth on the same grid.
         class_ids: foreground classes to score.
         spacing: voxel size in mm along the array axes (used for ``mm`` units).
-        settings: metrics, units and empty policy.
+        settings: metrics, units, empty policy and HD95 variant.
 
     Returns:
         class id -> metric name -> value: ``dice``, then the ``mm`` metrics, then the ``vox``
@@ -186,7 +192,12 @@ def score_case(
     units = ("mm", "vox") if settings.units == "both" else (settings.units,)
     for unit in units:
         part = compute_case_metrics(
-            pred, gt, class_ids, spacing=spacing if unit == "mm" else None, empty_policy=settings.empty_policy
+            pred,
+            gt,
+            class_ids,
+            spacing=spacing if unit == "mm" else None,
+            empty_policy=settings.empty_policy,
+            hd95_variant=settings.hd95_variant,
         )
         for c in class_ids:
             out[c].update(part[c])

@@ -145,6 +145,11 @@ def is_oracle(selection: str | None) -> bool:
     return selection is not None and "oracle" in selection.lower()
 
 
+def is_upper_bound(selection: str | None) -> bool:
+    """True when a model-selection description says the model was trained with target labels."""
+    return selection is not None and "upper bound" in selection.lower()
+
+
 def table_notes(spec: TableSpec, rows: Sequence[TableRow]) -> list[str]:
     """The conventions of a table, one sentence each (shown under it and in the LaTeX caption)."""
     n_cases = sorted({int(r.summary.get("n_cases", 0)) for r in rows})
@@ -167,6 +172,8 @@ def table_notes(spec: TableSpec, rows: Sequence[TableRow]) -> list[str]:
         notes.append(f"Model selection: {spec.model_selection}.")
         if is_oracle(spec.model_selection):
             notes.append("ORACLE selection: chosen with target test labels, not an unsupervised result.")
+        if is_upper_bound(spec.model_selection):
+            notes.append("UPPER BOUND: trained with target labels, not an unsupervised domain adaptation result.")
     for row in rows:
         if row.missing:
             notes.append(

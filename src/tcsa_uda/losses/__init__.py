@@ -5,6 +5,7 @@
 - :mod:`~tcsa_uda.losses.entropy`: target entropy minimisation (the MinEnt baseline).
 - :mod:`~tcsa_uda.losses.prototype`: EMA class centres and cross-domain prototype alignment.
 - :mod:`~tcsa_uda.losses.vision_language`: vision-language covariance cosine loss (VLCoL).
+- :mod:`~tcsa_uda.losses.contrastive`: MPSCL's margin-preserving prototype contrast (a baseline).
 """
 
 from tcsa_uda.losses.adversarial import (
@@ -17,6 +18,11 @@ from tcsa_uda.losses.adversarial import (
     discriminator_loss,
     generator_adversarial_loss,
     self_information_map,
+)
+from tcsa_uda.losses.contrastive import (
+    SourceClassCenters,
+    cosine_pseudo_labels,
+    margin_contrastive_loss,
 )
 from tcsa_uda.losses.entropy import entropy_loss, entropy_map
 from tcsa_uda.losses.prototype import (
@@ -37,20 +43,27 @@ from tcsa_uda.losses.segmentation import (
 )
 from tcsa_uda.losses.vision_language import (
     FIDELITY_MODES,
+    SIMILARITY_KINDS,
     FidelityMode,
+    SimilarityKind,
     VLCovarianceLoss,
     covariance_cosine_loss,
+    off_diagonal_spread,
+    similarity_matrices,
 )
 
 __all__ = [
     "DISCRIMINATOR_INPUTS",
     "DOMAINS",
     "FIDELITY_MODES",
+    "SIMILARITY_KINDS",
     "SOURCE_LABEL",
     "TARGET_LABEL",
     "EMAPrototypes",
     "FidelityMode",
     "PrototypeAlignmentLoss",
+    "SimilarityKind",
+    "SourceClassCenters",
     "SourceSegmentationLoss",
     "VLCovarianceLoss",
     "batch_centroids",
@@ -58,6 +71,7 @@ __all__ = [
     "check_label_range",
     "check_logits_and_labels",
     "class_balance_weights",
+    "cosine_pseudo_labels",
     "covariance_cosine_loss",
     "dice_loss",
     "discriminator_input",
@@ -66,8 +80,11 @@ __all__ = [
     "entropy_loss",
     "entropy_map",
     "generator_adversarial_loss",
+    "margin_contrastive_loss",
+    "off_diagonal_spread",
     "prototype_alignment_loss",
     "self_information_map",
+    "similarity_matrices",
     "source_segmentation_loss",
     "weighted_cross_entropy",
 ]

@@ -16,7 +16,7 @@ step all optimisers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from tcsa_uda.config import from_dict
 from tcsa_uda.losses import source_segmentation_loss
+from tcsa_uda.methods.ablation import Ablation
 from tcsa_uda.models import parameter_groups, upsample_logits
 from tcsa_uda.models.segmenter import SegmenterOutput, TCSASegmenter
 from tcsa_uda.precision import MixedPrecision
@@ -126,8 +127,20 @@ class UDAMethod:
     Options: ClassVar[type[MethodOptions]] = MethodOptions
     #: whether the method reads target images (source-only does not)
     uses_target: ClassVar[bool] = True
+    #: whether the method trains on target LABELS (an upper bound such as ``oracle``, never a UDA
+    #: result): only then do the engine's target batches carry ``label``, and its checkpoints are flagged
+    uses_target_labels: ClassVar[bool] = False
     #: logged values shown in the progress bar (in this order, when present)
     progress_keys: ClassVar[tuple[str, ...]] = ("loss", "seg")
+    #: this method's ablation switches and variants (:class:`~tcsa_uda.methods.ablation.Ablation`),
+    #: each checked by the generic test of tests/methods/test_ablation.py
+    ablations: ClassVar[tuple[Ablation, ...]] = ()
+    #: option values under which every term of the method acts from its first iteration (e.g. no
+    #: warm-up), used by that test's two-iteration runs; never a default
+    smoke_options: ClassVar[Mapping[str, Any]] = {}
+    #: logged keys that depend on the data (e.g. need two classes in a batch); that test does not
+    #: require them after a switch, but still requires them to be finite and gone when removed
+    conditional_log_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, ctx: MethodContext, options: MethodOptions | None = None) -> None:
         self.ctx = ctx
@@ -139,6 +152,7 @@ class UDAMethod:
         #: what forward passes go through (DDP-wrapped under torchrun); state lives in ``discriminators``
         self.disc: dict[str, nn.Module] = {k: wrap(d) for k, d in self.discriminators.items()}
         self.extra: nn.ModuleDict = self.build_extra_modules().to(ctx.device)
+        self._log_every, self._log_last = 0, 0  # no logged iteration until the engine says (set_log_schedule)
 
     @classmethod
     def parse_options(cls, data: Mapping[str, Any], where: str = "options") -> MethodOptions:
@@ -174,6 +188,26 @@ class UDAMethod:
     def discriminator_loss(self, out: StepOutputs) -> tuple[Tensor | None, dict[str, float]]:
         """Loss of the discriminators on detached predictions (None when there are none)."""
         return None, {}
+
+    def on_stage_end(self, target_batches: Iterable[dict[str, Tensor]]) -> dict[str, float]:
+        """Called once after the last iteration's step, before its values are logged and the
+        stage's checkpoints are scored and saved; returns values logged with that iteration.
+
+        Args:
+            target_batches: one pass over the target training slices (batches on the run's device,
+                without labels unless :attr:`uses_target_labels`); empty when the method reads no
+                target images. Consumed lazily: a method that ignores it costs nothing.
+        """
+        return {}
+
+    def set_log_schedule(self, every: int, last: int) -> None:
+        """The engine logs iterations ``every``, ``2 every``, ... and ``last`` (see :meth:`is_logged`)."""
+        self._log_every, self._log_last = int(every), int(last)
+
+    def is_logged(self, iteration: int) -> bool:
+        """Whether the engine logs this (1-based) iteration's values: diagnostics that cost time are
+        computed only then (never, until the engine called :meth:`set_log_schedule`)."""
+        return self._log_every > 0 and (iteration % self._log_every == 0 or iteration == self._log_last)
 
     # ------------------------------------------------------------ optimisers
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:

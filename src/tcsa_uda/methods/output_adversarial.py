@@ -49,7 +49,16 @@ class OutputSpaceAdversarial(UDAMethod):
     progress_keys: ClassVar[tuple[str, ...]] = ("loss", "seg", "adv")
     options: AdversarialOptions
 
+    def adversarial_enabled(self) -> bool:
+        """Whether the adversarial term is computed (a subclass may switch it off: ``tcsa``'s ``adversarial``).
+
+        When False, no discriminator is built or trained and ``adv``, ``d_main``, ``d_aux`` are not logged.
+        """
+        return True
+
     def build_discriminators(self) -> nn.ModuleDict:
+        if not self.adversarial_enabled():
+            return nn.ModuleDict()
         c = self.ctx.num_classes
         w = self.ctx.disc_width
         norm = self.discriminator_norm()
@@ -75,10 +84,14 @@ class OutputSpaceAdversarial(UDAMethod):
         self, out: StepOutputs, batch_s: dict[str, Tensor], iteration: int
     ) -> tuple[Tensor, dict[str, float]]:
         seg, logs = self.source_loss(out, batch_s)
+        if not self.adversarial_enabled():
+            return seg, logs
         adv = self.adversarial_loss(out)
         return seg + adv, {**logs, "adv": float(adv.detach())}
 
     def discriminator_loss(self, out: StepOutputs) -> tuple[Tensor | None, dict[str, float]]:
+        if not self.adversarial_enabled():
+            return None, {}
         main_t, aux_t = out.target_logits()
         kind = self.adversarial_input
         mode = self.ctx.fidelity

@@ -61,6 +61,8 @@ class SegmenterOutput:
         f_hi: layer4 features ``(B, D_hi, h, w)`` (prototype alignment).
         f_vis: visual embeddings ``(B, E, h, w)`` (vision-language loss).
         text: projected text ``T`` of each image's modality ``(B, C, E)``.
+        f_vis_pre: the visual embedding before the embedding head's final ReLU ``(B, E, h, w)``
+            (``f_vis = ReLU(f_vis_pre)``); None when the producer does not expose it.
     """
 
     main: Tensor
@@ -68,6 +70,7 @@ class SegmenterOutput:
     f_hi: Tensor
     f_vis: Tensor
     text: Tensor
+    f_vis_pre: Tensor | None = None
 
 
 def upsample_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
@@ -201,13 +204,14 @@ class TCSASegmenter(nn.Module):
             text = text.unsqueeze(0).expand(b, -1, -1)  # (B, C, D_text)
         f_mid, f_hi = self.backbone(x)  # (B, D_mid, h, w), (B, D_hi, h, w)
         aux = self.aux_head(f_mid)  # (B, C, h, w)
-        f_vis = self.embed_head(f_hi)  # (B, E, h, w)
+        f_vis_pre = self.embed_head.pre_activation(f_hi)  # (B, E, h, w), before the final ReLU
+        f_vis = F.relu(f_vis_pre)  # (B, E, h, w): embed_head(f_hi), the pre-activation map kept intact
         t = self.text_proj(text)  # (B, C, E)
         g = self.global_token(f_hi)  # (B, 1, E)
         z = self.fusion(t, g)  # (B, C, E)
         dyn = self.controller(z, f_vis)  # (B, dynamic_channels, h, w)
         main = self.seg_head(dyn)  # (B, C, h, w)
-        return SegmenterOutput(main=main, aux=aux, f_hi=f_hi, f_vis=f_vis, text=t)
+        return SegmenterOutput(main=main, aux=aux, f_hi=f_hi, f_vis=f_vis, text=t, f_vis_pre=f_vis_pre)
 
 
 def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:

@@ -89,6 +89,14 @@ class VisualEmbeddingHead(nn.Module):
         """Map ``(B, in_channels, h, w)`` to ``F_vis`` ``(B, out_channels, h, w)``."""
         return self.blocks(f_hi)
 
+    def pre_activation(self, f_hi: Tensor) -> Tensor:
+        """The map before the final ReLU, ``(B, out_channels, h, w)``: ``F_vis = ReLU(pre_activation(F_hi))``.
+
+        Runs every module of :attr:`blocks` but the last (the final in-place ReLU), so the
+        returned tensor is not overwritten; the state-dict keys are those of :meth:`forward`.
+        """
+        return self.blocks[:-1](f_hi)
+
 
 class TextProjection(nn.Module):
     """``T = ReLU(Linear(D_text -> E)(E_m))``: class-prompt embeddings into the visual space."""

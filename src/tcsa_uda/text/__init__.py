@@ -7,6 +7,7 @@ prompt such as "A computed tomography of a myocardium.", embedded once by a froz
 from tcsa_uda.text.cache import EmbeddingCache, cache_key
 from tcsa_uda.text.embeddings import (
     TextEmbeddings,
+    class_derangement,
     encode_dataset_text,
     load_text_embeddings,
     save_text_embeddings,
@@ -22,19 +23,24 @@ from tcsa_uda.text.encoders import (
     get_encoder,
     register_encoder,
 )
+from tcsa_uda.text.fixed_encoders import CheckpointTextEncoder, OneHotTextEncoder, RandomTextEncoder
 from tcsa_uda.text.prompts import DEFAULT_TEMPLATE, build_prompts, validate_template
 
 __all__ = [
     "DEFAULT_ENCODER",
     "DEFAULT_TEMPLATE",
+    "CheckpointTextEncoder",
     "EmbeddingCache",
     "FileTextEncoder",
+    "OneHotTextEncoder",
+    "RandomTextEncoder",
     "TextEmbeddings",
     "TextEncoder",
     "TransformerTextEncoder",
     "available_encoders",
     "build_prompts",
     "cache_key",
+    "class_derangement",
     "encode_dataset_text",
     "encode_grid",
     "get_encoder",

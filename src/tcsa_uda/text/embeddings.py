@@ -37,6 +37,8 @@ class TextEmbeddings:
         prompts: ``M x C`` prompt strings that were embedded.
         embeddings: float32 tensor of shape ``(M, C, D)``, unit-norm rows, no gradient.
         encoder: identity of the encoder that produced them.
+        permutation: None, or the class-to-prompt assignment of a shuffled run (``text.shuffle``):
+            class ``k`` carries the prompt and embedding of class ``permutation[k]``.
     """
 
     domains: list[str]
@@ -44,10 +46,38 @@ class TextEmbeddings:
     prompts: list[list[str]]
     embeddings: torch.Tensor
     encoder: str
+    permutation: list[int] | None = None
 
     def __post_init__(self) -> None:
         self.embeddings = _check_shapes(
             self.embeddings, self.domains, self.class_names, self.prompts, "text embeddings"
+        )
+        if self.permutation is not None and sorted(self.permutation) != list(range(len(self.class_names))):
+            raise ConfigError(
+                f"text embeddings: expected 'permutation' to be a permutation of 0..{len(self.class_names) - 1}, "
+                f"found {self.permutation}"
+            )
+
+    def permuted(self, permutation: list[int]) -> TextEmbeddings:
+        """A copy whose class ``k`` carries the prompts and embeddings of class ``permutation[k]``.
+
+        Raises:
+            ConfigError: ``permutation`` is not a permutation of the class ids, or these embeddings
+                are already permuted.
+        """
+        if self.permutation is not None:
+            raise ConfigError(f"text embeddings: already permuted ({self.permutation}); permute the originals")
+        if sorted(permutation) != list(range(len(self.class_names))):
+            raise ConfigError(
+                f"text permutation: expected a permutation of 0..{len(self.class_names) - 1}, found {permutation}"
+            )
+        return TextEmbeddings(
+            domains=list(self.domains),
+            class_names=list(self.class_names),
+            prompts=[[row[p] for p in permutation] for row in self.prompts],
+            embeddings=self.embeddings[:, permutation].clone(),
+            encoder=self.encoder,
+            permutation=list(permutation),
         )
 
     @property
@@ -67,13 +97,16 @@ class TextEmbeddings:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping for ``torch.save`` (checkpoints, ``embed-text --out``, ``file:`` encoder)."""
-        return {
+        out: dict[str, Any] = {
             "embeddings": self.embeddings.clone(),
             "domains": list(self.domains),
             "class_names": list(self.class_names),
             "prompts": [list(r) for r in self.prompts],
             "encoder": self.encoder,
         }
+        if self.permutation is not None:
+            out["permutation"] = list(self.permutation)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "text embeddings") -> TextEmbeddings:
@@ -87,12 +120,18 @@ class TextEmbeddings:
         missing = [k for k in _KEYS if k not in data]
         if missing:
             raise ConfigError(f"{source}: expected keys {list(_KEYS)}, missing {missing}")
+        permutation = data.get("permutation")
+        if permutation is not None and not (
+            isinstance(permutation, list) and all(isinstance(p, int) and not isinstance(p, bool) for p in permutation)
+        ):
+            raise ConfigError(f"{source}: expected 'permutation' as a list of class ids, found {permutation!r}")
         return cls(
             domains=[str(d) for d in data["domains"]],
             class_names=[str(c) for c in data["class_names"]],
             prompts=[[str(p) for p in row] for row in data["prompts"]],
             embeddings=data["embeddings"],
             encoder=str(data["encoder"]),
+            permutation=None if permutation is None else [int(p) for p in permutation],
         )
 
 
@@ -132,6 +171,25 @@ def similarity_matrix(emb: torch.Tensor) -> torch.Tensor:
     return unit @ unit.T
 
 
+def class_derangement(num_classes: int, seed: int) -> list[int]:
+    """A seeded permutation of the class ids in which no class keeps its own id (``perm[k] != k``).
+
+    Sattolo's algorithm with a generator seeded by ``seed``: a uniformly drawn cyclic permutation
+    (one cycle through every class), so every class is given another class's prompt.
+
+    Raises:
+        ConfigError: ``num_classes < 2``.
+    """
+    if num_classes < 2:
+        raise ConfigError(f"text.shuffle: expected at least 2 classes to permute, found {num_classes}")
+    g = torch.Generator().manual_seed(int(seed))
+    perm = list(range(num_classes))
+    for i in range(num_classes - 1, 0, -1):
+        j = int(torch.randint(0, i, (1,), generator=g))  # j < i: Sattolo, never the identity at i
+        perm[i], perm[j] = perm[j], perm[i]
+    return perm
+
+
 def encode_dataset_text(
     spec: DatasetSpec,
     encoder: str | TextEncoder = DEFAULT_ENCODER,
@@ -139,17 +197,21 @@ def encode_dataset_text(
     use_descriptions: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     domains: list[str] | None = None,
+    shuffle_seed: int | None = None,
 ) -> TextEmbeddings:
     """Embed the prompts of every class of every (selected) domain, using the cache.
 
     Args:
         spec: the dataset (class names, descriptions, modality phrases).
-        encoder: an encoder name (``minilm``, ``hf:<folder>``, ``file:<embeddings.pt>``) or an
-            encoder object.
+        encoder: an encoder name (``minilm``, ``hf:<folder>``, ``file:<embeddings.pt>``,
+            ``random[:<seed>[:<dim>]]``, ``onehot``, ``checkpoint:<model.pt>``) or an encoder object.
         template: prompt template, see :func:`tcsa_uda.text.prompts.build_prompts`.
         use_descriptions: use ``class_descriptions`` instead of bare class names.
         cache_dir: cache root; default :func:`tcsa_uda.paths.cache_root`.
         domains: domains to embed, in this order; all when None.
+        shuffle_seed: when given, the class-to-prompt assignment is permuted by
+            :func:`class_derangement` of this seed (the ``text.shuffle`` ablation), the same
+            permutation for every domain; the result records it (:attr:`TextEmbeddings.permutation`).
 
     Returns:
         :class:`TextEmbeddings` with ``embeddings`` of shape (M, C, D).
@@ -158,10 +220,31 @@ def encode_dataset_text(
         ConfigError: bad template, encoder name or precomputed file.
         MissingPathError: an ``hf:`` folder or ``file:`` path does not exist.
     """
+    emb = _encode(spec, encoder, template, use_descriptions, cache_dir, domains)
+    if shuffle_seed is None:
+        return emb
+    return emb.permuted(class_derangement(len(emb.class_names), shuffle_seed))
+
+
+def _encode(
+    spec: DatasetSpec,
+    encoder: str | TextEncoder,
+    template: str,
+    use_descriptions: bool,
+    cache_dir: str | os.PathLike[str] | None,
+    domains: list[str] | None,
+) -> TextEmbeddings:
+    """:func:`encode_dataset_text` without the shuffle."""
     by_domain = build_prompts(spec, template=template, use_descriptions=use_descriptions, domains=domains)
     names = list(by_domain)
     grid = [by_domain[d] for d in names]
     enc = get_encoder(encoder) if isinstance(encoder, str) else encoder
+    by_name = getattr(enc, "encode_domains", None)
+    if callable(by_name):  # stored embeddings picked by domain name (checkpoint:), with their own prompts
+        tensor, stored = by_name(names, spec.class_names)
+        return TextEmbeddings(
+            domains=names, class_names=spec.class_names, prompts=stored, embeddings=tensor, encoder=enc.identity
+        )
     cacheable = bool(getattr(enc, "cacheable", True))
     cache = EmbeddingCache(cache_dir) if cacheable else None
     key = cache_key(enc.identity, names, grid) if cacheable else ""

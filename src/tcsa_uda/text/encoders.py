@@ -9,6 +9,10 @@ names:
 ``hf:<folder>``            a transformers text model or CLIP text tower saved in a local folder.
 ``file:<embeddings.pt>``   precomputed embeddings of shape ``[domains, classes, dim]``.
 
+:mod:`tcsa_uda.text.fixed_encoders` registers the text-free controls of the ablations
+(``random[:<seed>[:<dim>]]``, ``onehot``) and ``checkpoint:<model.pt>`` (the text embeddings stored
+in a checkpoint, e.g. the authors' CLIP embeddings of an imported release).
+
 Every encoder returns L2-normalised float32 vectors without gradient. Models are loaded lazily:
 constructing an encoder and asking for its :attr:`identity` never loads weights, so a cache hit
 costs no model load. Nothing is ever downloaded (``local_files_only=True``).
@@ -70,13 +74,18 @@ class _Entry:
     factory: EncoderFactory
     usage: str
     takes_argument: bool
+    optional_argument: bool = False
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
 def register_encoder(
-    name: str, factory: EncoderFactory, takes_argument: bool = False, usage: str | None = None
+    name: str,
+    factory: EncoderFactory,
+    takes_argument: bool = False,
+    usage: str | None = None,
+    optional_argument: bool = False,
 ) -> None:
     """Register ``factory`` under ``name``.
 
@@ -86,10 +95,15 @@ def register_encoder(
             not load model weights; loading happens on first ``encode``/``dim``.
         takes_argument: True when the encoder string is ``name:<argument>``.
         usage: how users write it (default ``name`` or ``name:<argument>``), listed in errors.
+        optional_argument: the argument may be left out (``name`` and ``name:<argument>`` are
+            both valid; the factory gets None for the bare name).
     """
     if not name or ":" in name:
         raise ConfigError(f"text encoder registry: expected a non-empty name without ':', found {name!r}")
-    _REGISTRY[name] = _Entry(factory, usage or (f"{name}:<argument>" if takes_argument else name), takes_argument)
+    default_usage = f"{name}[:<argument>]" if optional_argument else f"{name}:<argument>" if takes_argument else name
+    _REGISTRY[name] = _Entry(
+        factory, usage or default_usage, takes_argument or optional_argument, optional_argument=optional_argument
+    )
 
 
 def available_encoders() -> list[str]:
@@ -98,7 +112,9 @@ def available_encoders() -> list[str]:
 
 
 def get_encoder(name: str) -> TextEncoder:
-    """Build the encoder named ``name`` (``minilm``, ``hf:<folder>``, ``file:<embeddings.pt>``).
+    """Build the encoder named ``name`` (``minilm``, ``hf:<folder>``, ``file:<embeddings.pt>``, and the
+    fixed encoders of :mod:`tcsa_uda.text.fixed_encoders`: ``random[:<seed>[:<dim>]]``, ``onehot``,
+    ``checkpoint:<model.pt>``).
 
     Raises:
         ConfigError: unknown name (the message lists the valid ones) or a missing/extra argument.
@@ -110,7 +126,7 @@ def get_encoder(name: str) -> TextEncoder:
     entry = _REGISTRY.get(key)
     if entry is None:
         raise ConfigError(f"text encoder: expected one of {available_encoders()}, found {name!r}")
-    if entry.takes_argument and not argument:
+    if entry.takes_argument and not argument and not (entry.optional_argument and not sep):
         raise ConfigError(
             f"text encoder: expected {entry.usage}, found {name!r} (the argument is missing; "
             f"valid encoders: {available_encoders()})"

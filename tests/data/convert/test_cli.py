@@ -143,3 +143,21 @@ def test_convert_with_a_bad_training_case_exits_0_and_prints_the_note(tmp_path, 
     assert code == 0
     assert f"CT train case 1002 skipped: {bad}: cannot read image as NIfTI" in out
     assert "verify: OK" in out
+
+
+def test_convert_out_must_be_empty_or_an_earlier_conversion(tmp_path, raw, capsys):
+    raw.write_mmwhs(tmp_path / "dl", "ct", [1001, 1003, 1008, 1014, 1019], shape=(6, 6, 6))
+    raw.write_mmwhs(tmp_path / "dl", "mr", [1002, 1007, 1009, 1018, 1019], shape=(6, 6, 6))
+    args = ["convert", "mmwhs", "--ct", str(tmp_path / "dl"), "--mr", str(tmp_path / "dl"), "--no-progress"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert main([*args, "--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert f"convert --out {mine}: the folder is not empty (notes.txt) and was not written by convert" in err
+    assert "--overwrite" in err and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    out = tmp_path / "out"
+    assert main([*args, "--out", str(out)]) == 0
+    assert main([*args, "--out", str(out)]) == 0  # a rerun into its own folder
+    assert main([*args, "--out", str(mine), "--overwrite"]) == 0
+    assert (mine / "dataset.json").is_file() and (mine / "notes.txt").read_text() == "keep"

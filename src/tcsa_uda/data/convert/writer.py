@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tcsa_uda.atomic import atomic_write_json
+from tcsa_uda.atomic import atomic_write_json, make_dir
 from tcsa_uda.data.contract import DATASET_FILE, SPLITS, CaseSpec, DatasetSpec, DomainSpec, dataset_to_dict
 from tcsa_uda.data.convert.common import image_dtype
 from tcsa_uda.data.convert.splits import SPLIT_FILE, write_split_file
@@ -119,7 +119,7 @@ class DatasetWriter:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        make_dir(self.out)
         self._cases = {d: [] for d in self.modalities}
 
     def note(self, message: str) -> None:

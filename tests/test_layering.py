@@ -1,7 +1,7 @@
 """The package's import graph runs one way: lower pipeline layers never import higher ones.
 
 Layers, lowest first (docs/extending.md): core (errors, atomic I/O, paths, config and its
-schemas, the run-folder layout) -> data -> components (metrics, text, models, losses) ->
+schemas, the run-folder layout, numeric precision) -> data -> components (metrics, text, models, losses) ->
 methods -> engine -> evaluation -> application (demo, bench, cli). Every import statement is
 checked, including imports inside functions, so a lazy import cannot hide a back-arrow.
 """
@@ -18,7 +18,7 @@ import tcsa_uda
 PACKAGE = Path(tcsa_uda.__file__).parent
 
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
-    ("core", frozenset({"errors", "atomic", "outputs", "paths", "config", "train_config", "layout"})),
+    ("core", frozenset({"errors", "atomic", "outputs", "paths", "config", "train_config", "layout", "precision"})),
     ("data", frozenset({"data"})),
     ("components", frozenset({"metrics", "text", "models", "losses"})),
     ("methods", frozenset({"methods"})),

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from tcsa_uda.errors import ConfigError
+from tcsa_uda.precision import PrecisionOption
 
 Fidelity = Literal["paper", "released"]
 
@@ -228,6 +229,12 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     num_threads: int = 0  # CPU threads for torch; 0 keeps torch's default
+    #: fp32 | bf16 | fp16 | auto (bf16 on CUDA with bf16 support, else fp16; fp32 on CPU); docs/performance.md
+    precision: PrecisionOption = "auto"
+    #: channels-last memory format for the networks and input batches; auto = on CUDA, off on CPU
+    channels_last: bool | Literal["auto"] = "auto"
+    #: torch.compile the segmenter's forward; a failure falls back to eager with a logged message
+    compile: bool = False
     checkpoint_every: int = 500
     log_every: int = 10
     progress: bool = True

@@ -124,6 +124,7 @@ def test_evaluate_run_writes_csv_json_md_tex_and_reproduces_evaluate_domain(tiny
     }
     assert data["meta"]["resample_to_gt"] is False and data["hd95_variants"] == {"hd95_mm": "max_directed"}
     assert data["summary"]["n_cases"] == len(test_ids)
+    assert data["meta"]["batch_size"] == 16 and data["meta"]["precision"] == "fp32"  # auto on CPU
     md = (out / "summary.md").read_text()
     assert (
         "| Method | Dice myocardium |" in md

@@ -119,6 +119,7 @@ def test_predict_folder_of_nifti_and_dicom(ckpt, tmp_path, capsys):
     assert nib.load(str(out / "p3_dicom_probabilities.nii.gz")).shape == (10, 8, 5, 3)
     record = json.loads((out / "predict.json").read_text())
     assert record["domain"] == "MR" and [o["kind"] for o in record["outputs"]] == ["nifti", "nifti", "dicom"]
+    assert record["batch_size"] == 2 and record["precision"] == "fp32"
 
 
 @pytest.mark.parametrize(
@@ -127,6 +128,8 @@ def test_predict_folder_of_nifti_and_dicom(ckpt, tmp_path, capsys):
         (["--domain", "PET"], "--domain 'PET': the checkpoint"),
         (["--classes", "background,liver"], "not the expected ['background', 'liver']"),
         (["--device", "cuda:7"], "device='cuda:7'"),
+        (["--batch-size", "zero"], "--batch-size: expected a positive integer or auto, found 'zero'"),
+        (["--precision", "fp16", "--device", "cpu"], "--precision=fp16 needs a CUDA device"),
     ],
 )
 def test_predict_refuses_bad_options_without_traceback(ckpt, tmp_path, capsys, extra, message):

@@ -52,3 +52,29 @@ def test_rejects_impossible_batches():
         EndlessLoader(Items(3), 4, seed=0)
     with pytest.raises(ConfigError, match="batch_size"):
         EndlessLoader(Items(3), 0, seed=0)
+
+
+def test_resumed_loader_with_workers_yields_the_batches_of_an_uninterrupted_one():
+    """Worker processes prefetch ahead of the position; a resumed loader still continues exactly."""
+    full = _ids(itertools.islice(EndlessLoader(Items(7), 3, seed=1, num_workers=2), 9))
+    assert full == _ids(itertools.islice(EndlessLoader(Items(7), 3, seed=1), 9))  # workers change nothing
+    first = EndlessLoader(Items(7), 3, seed=1, num_workers=2, prefetch_factor=2)
+    head = _ids(itertools.islice(first, 4))  # its workers have already loaded batches beyond the 4th
+    assert first.state_dict() == {"epoch": 2, "position": 0, "seed": 1}  # 2 full batches per epoch of 7
+    second = EndlessLoader(Items(7), 3, seed=99, num_workers=2)
+    second.load_state_dict(first.state_dict())
+    assert head + _ids(itertools.islice(second, 5)) == full
+    # The same loader moved back in place: its persistent workers drop what they had prefetched.
+    first.load_state_dict({"epoch": 0, "position": 1, "seed": 1})
+    assert _ids(itertools.islice(first, 3)) == full[3:12]
+
+
+def test_loader_leaves_the_global_random_stream_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    loader = EndlessLoader(Items(5), 2, seed=3)
+    list(itertools.islice(loader, 7))  # crosses three epochs
+    loader.load_state_dict(loader.state_dict())
+    next(loader)
+    assert torch.equal(torch.rand(3), expected)

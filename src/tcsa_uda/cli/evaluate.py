@@ -62,8 +62,15 @@ def evaluate_command(
         "space) instead of failing; recorded in metrics.json.",
     ),
     flip: bool = typer.Option(False, "--flip", help="Horizontal-flip test-time augmentation."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Slices per forward pass (no slice is dropped)."),
+    batch_size: str = typer.Option(
+        "auto",
+        "--batch-size",
+        help="Slices per forward pass (no slice is dropped); auto: from free GPU memory, 16 on CPU.",
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option(
+        "auto", "--precision", help="Inference autocast: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16."
+    ),
     save_predictions: bool = typer.Option(
         False, "--save-predictions", help="Also write the label maps to OUT/predictions/<case>.nii.gz."
     ),
@@ -83,6 +90,7 @@ def evaluate_command(
 ) -> None:
     """Per-volume Dice/ASSD/HD95 of a model (or of label maps on disk) on one domain and split."""
     from tcsa_uda.engine.device import resolve_device
+    from tcsa_uda.evaluation.batching import parse_batch_size
     from tcsa_uda.evaluation.evaluate import run_evaluation
     from tcsa_uda.evaluation.settings import resolve_settings
 
@@ -99,7 +107,7 @@ def evaluate_command(
         split=split,
         settings=settings,
         flip=flip,
-        batch_size=batch_size,
+        batch_size=parse_batch_size(batch_size),
         device=resolve_device(device) if pred is None else "cpu",
         allow_missing=allow_missing,
         save_predictions=save_predictions,
@@ -107,6 +115,7 @@ def evaluate_command(
         model_selection=model_selection,
         class_order=order,
         progress=progress,
+        precision=precision,
         resample_to_gt=resample_to_gt,
         overwrite=overwrite,
     )

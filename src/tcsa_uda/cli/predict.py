@@ -27,7 +27,12 @@ def predict_command(
     probabilities: bool = typer.Option(
         False, "--probabilities", help="Also write float32 (X, Y, Z, C) probability maps."
     ),
-    batch_size: int = typer.Option(16, "--batch-size", help="Slices per forward pass."),
+    batch_size: str = typer.Option(
+        "auto", "--batch-size", help="Slices per forward pass; auto: from free GPU memory, 16 on CPU."
+    ),
+    precision: str = typer.Option(
+        "auto", "--precision", help="Inference autocast: auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16."
+    ),
     flip: bool = typer.Option(False, "--flip", help="Horizontal-flip test-time augmentation."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     channel: int | None = typer.Option(None, "--channel", help="Volume of a 4D NIfTI input to use (0-based)."),
@@ -45,6 +50,7 @@ def predict_command(
 ) -> None:
     """Segment NIfTI volumes or DICOM series; label maps keep the input's grid and affine."""
     from tcsa_uda.engine.device import resolve_device
+    from tcsa_uda.evaluation.batching import parse_batch_size
     from tcsa_uda.evaluation.predict import predict_paths
 
     expected = [c.strip() for c in classes.split(",")] if classes else None
@@ -54,12 +60,13 @@ def predict_command(
         out,
         domain=domain,
         probabilities=probabilities,
-        batch_size=batch_size,
+        batch_size=parse_batch_size(batch_size),
         flip=flip,
         device=resolve_device(device),
         channel=channel,
         classes=expected,
         progress=progress,
+        precision=precision,
         overwrite=overwrite,
     )
     for r in records:

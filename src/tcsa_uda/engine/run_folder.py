@@ -45,6 +45,9 @@ RESUME_MAY_CHANGE: tuple[str, ...] = (
     "data.num_workers",
     "selection.log_oracle",
     "text.cache_dir",
+    "precision",
+    "channels_last",
+    "compile",
 )
 """Config keys (``*`` = any stage index) that may differ between a run and its ``--resume``.
 
@@ -52,7 +55,10 @@ RESUME_MAY_CHANGE: tuple[str, ...] = (
 again, so its recorded length must stay true), and never below the iteration of the stage's
 resume checkpoint; ``optim.decay_iterations`` goes with a changed length. The others change only
 logging, checkpoint frequency, speed or the device (``device`` may change the last bits of the
-floating-point results, which is why it is named here rather than hidden).
+floating-point results, which is why it is named here rather than hidden). ``channels_last`` and
+``compile`` change only speed; a new ``precision`` is checked against the checkpoint's by
+:meth:`tcsa_uda.engine.performance.RunPerformance.restore` (an explicit change is followed with a
+warning, ``auto`` resolving to another precision than the checkpoint's is refused).
 """
 
 

@@ -115,13 +115,16 @@ def build_run_inputs(cfg: TrainConfig, device: torch.device, rank: int = 0) -> R
         shuffle_seed=cfg.text.shuffle_seed if cfg.text.shuffle else None,
     )
     bs, workers = cfg.data.batch_size, cfg.data.num_workers
+    pin = device.type == "cuda"  # page-locked batches: asynchronous host-to-GPU copies
 
     def make_loaders(seed: int, uses_target: bool = True, target_labels: bool = False) -> dict[str, EndlessLoader]:
-        loaders = {"source": EndlessLoader(src_ds, bs, seed, workers, name=f"source domain {src!r}")}
+        loaders = {"source": EndlessLoader(src_ds, bs, seed, workers, name=f"source domain {src!r}", pin_memory=pin)}
         if uses_target:
             # Target labels only for a method that declares it trains on them (an upper bound).
             t_ds = labelled_target() if target_labels else tgt_ds
-            loaders["target"] = EndlessLoader(t_ds, bs, seed + 1, workers, name=f"target domain {tgt!r}")
+            loaders["target"] = EndlessLoader(
+                t_ds, bs, seed + 1, workers, name=f"target domain {tgt!r}", pin_memory=pin
+            )
         return loaders
 
     def labelled_target() -> SliceDataset:

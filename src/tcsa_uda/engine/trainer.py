@@ -23,6 +23,7 @@ disk is the last good one.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -39,6 +40,7 @@ from tcsa_uda.engine.checkpoint import architecture, check_compatible, load_chec
 from tcsa_uda.engine.device import resolve_device
 from tcsa_uda.engine.distributed import DistInfo, any_rank, barrier, check_in_sync, init_distributed, shutdown
 from tcsa_uda.engine.logging import MetricsLogger
+from tcsa_uda.engine.performance import RunPerformance, setup_performance
 from tcsa_uda.engine.run_folder import check_resume_points, check_run_folder, start_run_folder
 from tcsa_uda.engine.schedule import set_poly_lr
 from tcsa_uda.engine.seed import rng_state, seed_everything, set_rng_state
@@ -113,6 +115,7 @@ def checkpoint_payload(
     optimizers: dict[str, torch.optim.Optimizer] | None = None,
     loaders: dict[str, Any] | None = None,
     selection: dict[str, Any] | None = None,
+    performance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything needed to resume training or to predict without the dataset folder."""
     payload: dict[str, Any] = {
@@ -135,6 +138,8 @@ def checkpoint_payload(
         selection = {**selection, "upper_bound": bound} if selection is not None else None
     if selection is not None:
         payload["selection"] = selection
+    if performance is not None:
+        payload["performance"] = performance  # precision used, loss-scaler state, layout options
     if method is not None:
         payload["method_state"] = method.state_dict()
     if optimizers is not None:
@@ -185,12 +190,14 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = False, overwrite: bool
     if dist_info.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_info.local_rank)
     try:
+        perf = setup_performance(cfg, device)
         inputs = build_run_inputs(cfg, device, rank=dist_info.rank)
         expected = run_architecture(cfg, inputs)
         if resume:
             check_resume_points(cfg, out_dir, expected)
         seed_everything(cfg.seed + dist_info.rank)
         model = build_model(cfg, inputs).to(device)  # checks the model options and backbone weights
+        perf.prepare_model(model)
         # Every check passed: from here on the run folder is written.
         if dist_info.is_main:
             start_run_folder(out_dir, overwrite=overwrite)
@@ -208,7 +215,8 @@ def train(cfg: TrainConfig, out_dir: Path, resume: bool = False, overwrite: bool
                     seed_everything(cfg.seed + 1000 * k + dist_info.rank)
                     if stage.init == "scratch":
                         model = build_model(cfg, inputs).to(device)
-                _run_stage(cfg, inputs, model, k, sdir, device, dist_info, resume)
+                        perf.prepare_model(model)
+                _run_stage(cfg, inputs, model, k, sdir, device, dist_info, resume, perf)
             # The next stage (and the run's final.pt) starts from this stage's selected weights.
             path = selected_checkpoint(sdir)
             state = load_checkpoint(path, map_location=device)
@@ -232,6 +240,7 @@ def _run_stage(
     device: torch.device,
     dist_info: DistInfo,
     resume: bool,
+    perf: RunPerformance,
 ) -> None:
     stage = cfg.stages[k]
     wrap = None
@@ -241,7 +250,8 @@ def _run_stage(
         def wrap(m: nn.Module) -> nn.Module:
             return nn.parallel.DistributedDataParallel(m, device_ids=ids)
 
-    wrapped: nn.Module = wrap(model) if wrap is not None else model
+    amp = perf.start_stage()
+    wrapped: nn.Module = perf.compile_model(wrap(model) if wrap is not None else model)
     ctx = MethodContext(
         model=wrapped,
         num_classes=inputs.num_classes,
@@ -253,8 +263,10 @@ def _run_stage(
         core=model,
         disc_width=cfg.model.disc_width,
         wrap=wrap,
+        precision=amp,
     )
     method = build_method(stage.method, ctx, stage.options, f"stages.{k}.options")
+    perf.prepare_model(method.discriminators)
     method.set_log_schedule(cfg.log_every, stage.iterations)
     optimizers = method.build_optimizers()
     loaders = inputs.make_loaders(
@@ -278,6 +290,7 @@ def _run_stage(
         for name, loader in loaders.items():
             loader.load_state_dict(state["loaders"][name])
         set_rng_state(state["rng"])
+        perf.restore(state.get("performance"), str(sdir / LAST))
         start = int(state["iteration"])
         if selector is not None and "selector" in state:
             selector.best_value = float(state["selector"]["best_value"])
@@ -300,10 +313,14 @@ def _run_stage(
         for it in range(start, stage.iterations):
             for opt in optimizers.values():
                 set_poly_lr(opt, it, decay, cfg.optim.power)
-            batch_s = _to(next(loaders["source"]), device)
-            batch_t = _to(next(loaders["target"]), device) if "target" in loaders else None
+            batch_s = perf.to_device(next(loaders["source"]))
+            batch_t = perf.to_device(next(loaders["target"])) if "target" in loaders else None
             logs = method.training_step(batch_s, batch_t, it + 1, optimizers)
             step = it + 1
+            if logger is not None and it == start:  # after the first step: a compile fallback is known
+                logger.log(step, perf.log_values(), kind="performance")
+            if amp.scaler is not None:
+                logs["loss_scale"] = amp.scale
             bad = nonfinite_terms(logs)
             stop = any_rank(dist_info, bool(bad), device)
             if step == stage.iterations and not stop:  # before the last logs, selection and final.pt (e.g. AdaBN)
@@ -316,12 +333,14 @@ def _run_stage(
                 what = f"non-finite loss term(s) {_named(bad)}" if bad else "a non-finite loss term on another rank"
                 raise _nonfinite_error(cfg, k, step, sdir, what)
             if selector is not None and (step % cfg.selection.every == 0 or step == stage.iterations):
-                _select(cfg, inputs, model, method, selector, k, step, sdir, logger)
+                _select(cfg, inputs, model, method, selector, k, step, sdir, logger, perf)
             bar.set_postfix({key: f"{logs[key]:.3f}" for key in method.progress_keys if key in logs})
             bar.update(1)
             if step % cfg.checkpoint_every == 0 and step < stage.iterations and dist_info.is_main:
                 _check_weights(cfg, k, step, sdir, model, method)
-                payload = checkpoint_payload(cfg, inputs, model, k, step, method, optimizers, loaders)
+                payload = checkpoint_payload(
+                    cfg, inputs, model, k, step, method, optimizers, loaders, performance=perf.record()
+                )
                 if selector is not None:
                     payload["selector"] = {"best_value": selector.best_value, "best_iteration": selector.best_iteration}
                 save_checkpoint(sdir / LAST, payload)
@@ -329,7 +348,10 @@ def _run_stage(
             _check_weights(cfg, k, stage.iterations, sdir, model, method)
             info = {"criterion": "last", "iteration": stage.iterations}
             save_checkpoint(
-                sdir / FINAL, checkpoint_payload(cfg, inputs, model, k, stage.iterations, method, selection=info)
+                sdir / FINAL,
+                checkpoint_payload(
+                    cfg, inputs, model, k, stage.iterations, method, selection=info, performance=perf.record()
+                ),
             )
     finally:
         bar.close()
@@ -349,15 +371,20 @@ def _select(
     step: int,
     sdir: Path,
     logger: MetricsLogger | None,
+    perf: RunPerformance | None = None,
 ) -> None:
-    """Score the model, log every score, and save ``best.pt`` when the criterion improves."""
-    scores = selector.score(model, inputs.text_source, inputs.text_target, inputs.num_classes)
+    """Score the model (under the run's autocast), log every score, and save ``best.pt`` when the criterion improves."""
+    with perf.precision.autocast() if perf is not None else contextlib.nullcontext():
+        scores = selector.score(model, inputs.text_source, inputs.text_target, inputs.num_classes)
     if logger is not None:
         logger.log(step, scores, kind="select")
     if cfg.selection.criterion != "last" and selector.update(step, scores):
         _check_weights(cfg, k, step, sdir, model, method)
         info = {"criterion": cfg.selection.criterion, "iteration": step, "value": selector.best_value}
-        save_checkpoint(sdir / BEST, checkpoint_payload(cfg, inputs, model, k, step, method, selection=info))
+        record = perf.record() if perf is not None else None
+        save_checkpoint(
+            sdir / BEST, checkpoint_payload(cfg, inputs, model, k, step, method, selection=info, performance=record)
+        )
 
 
 def _target_pass(loaders: dict[str, Any], device: torch.device) -> Iterator[dict[str, Any]]:

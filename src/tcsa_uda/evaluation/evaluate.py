@@ -41,6 +41,7 @@ from tcsa_uda.data.io import Volume, load_nifti, save_nifti
 from tcsa_uda.data.prepared import PreparedIndex
 from tcsa_uda.data.verify import grid_problems
 from tcsa_uda.errors import ConfigError, DatasetError, MissingPathError
+from tcsa_uda.evaluation.batching import inference_options
 from tcsa_uda.evaluation.ground_truth import (
     GroundTruthCase,
     check_classes,
@@ -55,6 +56,7 @@ from tcsa_uda.evaluation.settings import EvalSettings, apply_tail_policy, score_
 from tcsa_uda.evaluation.tables import TableRow, TableSpec, latex_table, markdown_table
 from tcsa_uda.metrics.volume import MetricAccumulator
 from tcsa_uda.outputs import OutputFolder
+from tcsa_uda.precision import autocast
 
 OUTPUT_FILES: dict[str, str] = {
     "csv": "metrics.csv",
@@ -102,11 +104,12 @@ def evaluate_domain(
     split: str = "test",
     *,
     settings: EvalSettings | None = None,
-    batch_size: int = 16,
+    batch_size: int | str = 16,
     device: torch.device | str = "cpu",
     flip: bool = False,
     progress: bool = False,
     save_dir: Path | None = None,
+    precision: str = "auto",
 ) -> MetricAccumulator:
     """Per-volume metrics of ``loaded`` on ``domain``/``split`` of a prepared folder.
 
@@ -115,13 +118,15 @@ def evaluate_domain(
         index: the prepared folder; its settings must be the checkpoint's.
         domain: the domain to evaluate (its text embeddings must be in the checkpoint).
         split: ``train``, ``val`` or ``test``.
-        batch_size: slices per forward pass (no slice is dropped).
+        batch_size: slices per forward pass (no slice is dropped), or ``auto``
+            (:mod:`tcsa_uda.evaluation.batching`).
         device: where the model and the text embeddings are.
         settings: every evaluation choice (metrics, units, ASSD variant, empty policy); default
             :class:`EvalSettings` (all metrics, mm).
         flip: horizontal-flip test-time augmentation.
         progress: show a progress bar over the volumes.
         save_dir: write each predicted label map there as ``<case>.nii.gz`` (ground-truth header).
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` autocast of the network.
 
     Raises:
         DatasetError: the class names differ from the model's, or the split has no labelled case.
@@ -137,6 +142,9 @@ def evaluate_domain(
         )
     cases, unlabelled = ground_truth_cases(index, domain, split)
     text = loaded.text_for(domain, device)
+    batch, prec = inference_options(
+        loaded.model, text, index.size, batch_size, precision, flip, encoding=loaded.input_encoding
+    )
     tails: dict[str, int] = {}
 
     def predict(case: GroundTruthCase, gt: Volume) -> np.ndarray:
@@ -144,13 +152,21 @@ def evaluate_domain(
         if prepared is None:
             raise DatasetError(f"case {case.id}: no prepared slices in {index.root}.")
         image = np.asarray(prepared.load_image())
-        labels = predict_stack(
-            loaded.model, image, prepared.geometry, text, batch_size, flip, encoding=loaded.input_encoding
-        ).labels
+        with autocast(prec, text.device):
+            labels = predict_stack(
+                loaded.model, image, prepared.geometry, text, batch, flip, encoding=loaded.input_encoding
+            ).labels
         labels, tails[case.id] = apply_tail_policy(labels, prepared.geometry.axis, settings.tail_policy)
         return labels
 
-    meta = {"domain": domain, "split": split, "metrics": settings.metrics, "unlabelled_cases": unlabelled}
+    meta = {
+        "domain": domain,
+        "split": split,
+        "metrics": settings.metrics,
+        "unlabelled_cases": unlabelled,
+        "batch_size": batch,
+        "precision": prec,
+    }
     acc = _evaluate_cases(cases, predict, loaded.class_names, settings, meta, progress, save_dir)
     return _with_tails(acc, tails, settings)
 
@@ -162,11 +178,12 @@ def evaluate_dataset(
     split: str = "test",
     *,
     settings: EvalSettings | None = None,
-    batch_size: int = 16,
+    batch_size: int | str = 16,
     device: torch.device | str = "cpu",
     flip: bool = False,
     progress: bool = False,
     save_dir: Path | None = None,
+    precision: str = "auto",
 ) -> MetricAccumulator:
     """Like :func:`evaluate_domain` on a RAW dataset folder, preprocessing in memory.
 
@@ -183,28 +200,39 @@ def evaluate_dataset(
     prep = loaded.preprocessing
     cases, unlabelled = ground_truth_cases(spec, domain, split)
     text = loaded.text_for(domain, device)
+    batch, prec = inference_options(
+        loaded.model, text, prep.size, batch_size, precision, flip, encoding=loaded.input_encoding
+    )
     tails: dict[str, int] = {}
 
     def predict(case: GroundTruthCase, gt: Volume) -> np.ndarray:
         if case.image is None:
             raise MissingPathError(f"case {case.id}: no image path to predict from.")
         image = load_nifti(case.image, channel=case.channel, what="image")
-        pred = predict_volume(
-            loaded.model,
-            image.array,
-            image.affine,
-            text,
-            prep,
-            batch_size,
-            flip,
-            what=str(case.image),
-            domain=domain,
-            encoding=loaded.input_encoding,
-        )
+        with autocast(prec, text.device):
+            pred = predict_volume(
+                loaded.model,
+                image.array,
+                image.affine,
+                text,
+                prep,
+                batch,
+                flip,
+                what=str(case.image),
+                domain=domain,
+                encoding=loaded.input_encoding,
+            )
         labels, tails[case.id] = apply_tail_policy(pred.labels, pred.geometry.axis, settings.tail_policy)
         return labels
 
-    meta = {"domain": domain, "split": split, "metrics": settings.metrics, "unlabelled_cases": unlabelled}
+    meta = {
+        "domain": domain,
+        "split": split,
+        "metrics": settings.metrics,
+        "unlabelled_cases": unlabelled,
+        "batch_size": batch,
+        "precision": prec,
+    }
     acc = _evaluate_cases(cases, predict, loaded.class_names, settings, meta, progress, save_dir)
     return _with_tails(acc, tails, settings)
 
@@ -341,7 +369,7 @@ def run_evaluation(
     split: str = "test",
     settings: EvalSettings | None = None,
     flip: bool = False,
-    batch_size: int = 16,
+    batch_size: int | str = 16,
     device: torch.device | str = "cpu",
     allow_missing: bool = False,
     save_predictions: bool = False,
@@ -351,6 +379,7 @@ def run_evaluation(
     progress: bool = True,
     resample_to_gt: bool = False,
     overwrite: bool = False,
+    precision: str = "auto",
 ) -> EvaluationResult:
     """Evaluate a checkpoint (or a prediction folder) and write the result files into ``out``.
 
@@ -364,7 +393,7 @@ def run_evaluation(
         split: the evaluated split.
         settings: evaluation choices (default :class:`EvalSettings`).
         flip: horizontal-flip test-time augmentation (model only).
-        batch_size: slices per forward pass.
+        batch_size: slices per forward pass, or ``auto`` (:mod:`tcsa_uda.evaluation.batching`).
         device: torch device of the model.
         allow_missing: with ``pred_dir``, score missing predictions as empty instead of failing.
         save_predictions: write the model's label maps to ``out/predictions``.
@@ -377,6 +406,7 @@ def run_evaluation(
             truth's (nearest neighbour in world space) instead of failing; recorded in the outputs.
         overwrite: write into ``out`` even over files evaluate did not create there, or into a
             dataset folder.
+        precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16`` inference.
 
     Raises:
         ConfigError: contradictory options.
@@ -430,6 +460,7 @@ def run_evaluation(
             "flip": flip,
             "progress": progress,
             "save_dir": save_dir,
+            "precision": precision,
         }
         if isinstance(source, PreparedIndex):
             acc = evaluate_domain(loaded, source, domain, split, **options)
@@ -449,7 +480,7 @@ def run_evaluation(
             "preprocessing": loaded.preprocessing.to_dict(),
             "input_encoding": loaded.input_encoding,
         }
-        meta.update({"flip": flip, "batch_size": batch_size})
+        meta["flip"] = flip  # the batch size and precision used are recorded by evaluate_domain/evaluate_dataset
     acc.meta = {**meta, **acc.meta, "settings": settings.to_dict(), "model_selection": model_selection, "ddof": 0}
     table = TableSpec(
         class_names=columns,

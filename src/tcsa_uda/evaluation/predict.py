@@ -62,10 +62,12 @@ from tcsa_uda.errors import (
     OutputWriteError,
     TcsaUdaError,
 )
+from tcsa_uda.evaluation.batching import inference_options
 from tcsa_uda.evaluation.inference import predict_volume
 from tcsa_uda.evaluation.model import LoadedModel, load_model, resolve_checkpoint
 from tcsa_uda.evaluation.predictions import nifti_stem
 from tcsa_uda.outputs import OutputFolder
+from tcsa_uda.precision import autocast
 
 PROBABILITY_SUFFIX = "_probabilities"
 RECORD_FILE = "predict.json"
@@ -344,13 +346,14 @@ def predict_paths(
     out: str | Path,
     domain: str | None = None,
     probabilities: bool = False,
-    batch_size: int = 16,
+    batch_size: int | str = 16,
     flip: bool = False,
     device: torch.device | str = "cpu",
     channel: int | None = None,
     classes: Sequence[str] | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    precision: str = "auto",
 ) -> list[PredictionRecord]:
     """Predict every volume of ``input_path`` with a checkpoint and write label maps into ``out``.
 
@@ -360,13 +363,15 @@ def predict_paths(
         out: output folder (see the module docstring for the layout).
         domain: the input's domain (modality) among the checkpoint's; default its target.
         probabilities: also write (X, Y, Z, C) float32 softmax maps.
-        batch_size: slices per forward pass (no slice is dropped).
+        batch_size: slices per forward pass (no slice is dropped), or ``auto``
+            (:mod:`tcsa_uda.evaluation.batching`).
         flip: horizontal-flip test-time augmentation.
         device: torch device.
         channel: the volume of a 4D NIfTI input to use.
         classes: the class names the user expects; an error when the checkpoint's differ.
         progress: show a progress bar over the volumes.
         overwrite: replace files in ``out`` that predict did not write.
+        precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16`` inference.
 
     Returns:
         One record per input, in input order (also written to ``out/predict.json``). With a
@@ -385,6 +390,9 @@ def predict_paths(
     domain = check_model_for(loaded, domain, classes)
     settings = loaded.preprocessing
     text = loaded.text_for(domain, device)
+    slices_per_pass, prec = inference_options(
+        loaded.model, text, settings.size, batch_size, precision, flip, encoding=loaded.input_encoding
+    )
     inputs = _without_previous_outputs(find_inputs(input_path), Path(input_path), Path(out))
     out = Path(out)
     check_output_folder(out, inputs)
@@ -400,19 +408,20 @@ def predict_paths(
     for item, labels_path, prob_path in tqdm(plan, desc="predict", unit="volume", disable=not progress):
         try:
             vol = load_input(item, channel)
-            pred = predict_volume(
-                loaded.model,
-                vol.array,
-                vol.affine,
-                text,
-                settings,
-                batch_size,
-                flip,
-                keep_probabilities=probabilities,
-                what=str(item.source),
-                domain=domain,
-                encoding=loaded.input_encoding,
-            )
+            with autocast(prec, text.device):
+                pred = predict_volume(
+                    loaded.model,
+                    vol.array,
+                    vol.affine,
+                    text,
+                    settings,
+                    slices_per_pass,
+                    flip,
+                    keep_probabilities=probabilities,
+                    what=str(item.source),
+                    domain=domain,
+                    encoding=loaded.input_encoding,
+                )
         except OutputWriteError:
             raise
         except TcsaUdaError as exc:
@@ -436,7 +445,8 @@ def predict_paths(
             "preprocessing": settings.to_dict(),
             "input_encoding": loaded.input_encoding,
             "flip": flip,
-            "batch_size": batch_size,
+            "batch_size": slices_per_pass,
+            "precision": prec,
             "probabilities": probabilities,
             "failed": sum(not r.ok for r in records),
             "outputs": [r.to_dict() for r in records],

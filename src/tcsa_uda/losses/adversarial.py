@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tcsa_uda.errors import ConfigError
+from tcsa_uda.precision import float32
 from tcsa_uda.train_config import Fidelity
 
 __all__ = [
@@ -45,6 +46,7 @@ _DOMAIN_LABEL: Final[dict[str, float]] = {"source": SOURCE_LABEL, "target": TARG
 RELEASED_LOG_EPS: Final[float] = 1e-7
 
 
+@float32
 def self_information_map(prob: Tensor, mode: Fidelity = "paper") -> Tensor:
     """Weighted self-information ``-p log2(p) / log2(C)`` per class (ADVENT's entropy map).
 
@@ -76,6 +78,7 @@ def self_information_map(prob: Tensor, mode: Fidelity = "paper") -> Tensor:
     return -prob * torch.log(prob.clamp_min(tiny)) / math.log(prob.shape[1])
 
 
+@float32
 def discriminator_input(logits: Tensor, kind: DiscriminatorInput, mode: Fidelity = "paper") -> Tensor:
     """Map logits to the discriminator input ``phi(p)``.
 
@@ -98,6 +101,7 @@ def discriminator_input(logits: Tensor, kind: DiscriminatorInput, mode: Fidelity
     return self_information_map(prob, mode) if kind == "entropy" else prob
 
 
+@float32
 def bce_with_domain(d_out: Tensor, domain: Domain) -> Tensor:
     """Binary cross-entropy (with logits) of discriminator outputs against a constant domain label.
 

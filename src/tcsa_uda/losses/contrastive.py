@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.losses.prototype import batch_centroids
 from tcsa_uda.losses.segmentation import check_label_range
+from tcsa_uda.precision import float32
 from tcsa_uda.train_config import Fidelity
 
 __all__ = ["RELEASED_EPS", "SourceClassCenters", "cosine_pseudo_labels", "margin_contrastive_loss"]
@@ -57,6 +58,7 @@ def _flatten(features: Tensor, labels: Tensor, what: str) -> tuple[Tensor, Tenso
     return features.permute(0, 2, 3, 1).reshape(-1, d), labels.reshape(-1)
 
 
+@float32
 def margin_contrastive_loss(
     features: Tensor,
     labels: Tensor,
@@ -131,6 +133,7 @@ def margin_contrastive_loss(
     return (m * per_pixel).sum() / denom
 
 
+@float32
 def cosine_pseudo_labels(features: Tensor, centers: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
     """Target pseudo-labels from the cosine similarity of each pixel to the class centres.
 

@@ -13,8 +13,10 @@ from torch import Tensor
 
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.losses.adversarial import self_information_map
+from tcsa_uda.precision import float32
 
 
+@float32
 def entropy_map(logits: Tensor) -> Tensor:
     """Per-pixel normalised prediction entropy ``sum_c -p log p / log C``.
 

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.losses.segmentation import check_label_range
+from tcsa_uda.precision import float32
 
 __all__ = [
     "EMAPrototypes",
@@ -74,6 +75,7 @@ def _check_features_labels(features: Tensor, labels: Tensor, num_classes: int, n
     check_label_range(labels, num_classes)
 
 
+@float32
 def batch_centroids(features: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
     """Per-class mean feature of a batch, vectorised with a one-hot matrix product.
 
@@ -166,6 +168,7 @@ class EMAPrototypes(nn.Module):
         return f"num_classes={self.num_classes}, dim={self.dim}, momentum={self.momentum}"
 
 
+@float32
 def prototype_alignment_loss(c_s: Tensor, c_t: Tensor) -> Tensor:
     """``L_proto = sum_k mean_d (c_s[k, d] - c_t[k, d])^2``.
 

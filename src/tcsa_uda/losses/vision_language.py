@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from tcsa_uda.errors import ConfigError
 from tcsa_uda.losses.prototype import batch_centroids, downsample_labels
 from tcsa_uda.losses.segmentation import check_label_range
+from tcsa_uda.precision import float32
 from tcsa_uda.train_config import Fidelity
 
 __all__ = [
@@ -58,6 +59,7 @@ _NORM_EPS: Final[float] = 1e-12
 RELEASED_COUNT_EPS: Final[float] = 1e-6
 
 
+@float32
 def similarity_matrices(protos: Tensor, text: Tensor, kind: SimilarityKind = "cosine") -> tuple[Tensor, Tensor]:
     """The class-by-class similarity matrices ``S_v`` and ``S_t`` that VLCoL compares.
 
@@ -106,6 +108,7 @@ def _similarity(x: Tensor, kind: SimilarityKind) -> Tensor:
     return s / (d[:, None] * d[None, :])
 
 
+@float32
 def covariance_cosine_loss(protos: Tensor, text: Tensor, kind: SimilarityKind = "cosine") -> Tensor:
     """``1 - cos(vec S_v, vec S_t)`` with the matrices of :func:`similarity_matrices`.
 
@@ -224,8 +227,9 @@ class VLCovarianceLoss(nn.Module):
         self.register_buffer("bank", torch.zeros(num_classes, dim))
         self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
 
+    @float32  # the released mode's per-image class means are a batched matrix product
     def forward(self, f_vis: Tensor, labels: Tensor, text: Tensor) -> Tensor:
-        """Update the bank with one batch and return ``L_vl``.
+        """Update the bank with one batch and return ``L_vl`` (in float32 under any autocast).
 
         Args:
             f_vis: Visual embeddings, shape ``(B, D, h, w)``.

@@ -17,7 +17,7 @@ step all optimisers.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -28,6 +28,7 @@ from tcsa_uda.losses import source_segmentation_loss
 from tcsa_uda.methods.ablation import Ablation
 from tcsa_uda.models import parameter_groups, upsample_logits
 from tcsa_uda.models.segmenter import SegmenterOutput, TCSASegmenter
+from tcsa_uda.precision import MixedPrecision
 from tcsa_uda.train_config import Fidelity, OptimConfig
 
 
@@ -57,6 +58,8 @@ class MethodContext:
             DistributedDataParallel wrapper under torchrun); None = used as they are.
         fidelity: ``paper`` or ``released`` (docs/method.md, Fidelity modes).
         device: where the tensors live.
+        precision: autocast and loss scaling of the training step (default fp32: none);
+            :mod:`tcsa_uda.precision`.
     """
 
     model: nn.Module
@@ -69,6 +72,7 @@ class MethodContext:
     core: nn.Module | None = None
     disc_width: int = 64
     wrap: Callable[[nn.Module], nn.Module] | None = None
+    precision: MixedPrecision = field(default_factory=MixedPrecision)
 
     @property
     def segmenter(self) -> TCSASegmenter:
@@ -266,24 +270,30 @@ class UDAMethod:
         iteration: int,
         optimizers: dict[str, torch.optim.Optimizer],
     ) -> dict[str, float]:
-        """One full iteration; returns the logged loss values."""
+        """One full iteration; returns the logged loss values.
+
+        Forward passes and losses run under the context's autocast (``ctx.precision``; the
+        precision-sensitive losses compute in float32 themselves), backward passes and optimiser
+        steps go through its loss scaler (``fp16`` only).
+        """
+        amp = self.ctx.precision
         for opt in optimizers.values():
             opt.zero_grad(set_to_none=True)
-        out = self.forward(batch_s, batch_t)
-        g_loss, logs = self.generator_loss(out, batch_s, iteration)
-        g_loss.backward()
+        with amp.autocast():
+            out = self.forward(batch_s, batch_t)
+            g_loss, logs = self.generator_loss(out, batch_s, iteration)
+        amp.backward(g_loss)
         # The generator's adversarial term also produced discriminator gradients: discard them, so
         # the discriminators learn from their own loss only ("discriminators frozen"). Zeroing
         # rather than toggling requires_grad keeps DistributedDataParallel's bookkeeping intact.
         self.discriminators.zero_grad(set_to_none=True)
-        d_loss, d_logs = self.discriminator_loss(out)
+        with amp.autocast():
+            d_loss, d_logs = self.discriminator_loss(out)
         if d_loss is not None:
-            d_loss.backward()
+            amp.backward(d_loss)
         logs.update(d_logs)
         active = self.stepped_optimizers()
-        for name, opt in optimizers.items():
-            if name in active:
-                opt.step()
+        amp.step(opt for name, opt in optimizers.items() if name in active)
         logs["loss"] = float(g_loss.detach())
         return logs
 

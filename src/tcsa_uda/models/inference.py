@@ -76,12 +76,14 @@ def predict_slices(
         model: a segmenter returning ``SegmenterOutput``; the caller sets eval mode.
         slices: (S, H, W) float32 normalised slices.
         text: (C, D_text) text embeddings of the slices' modality, on the model's device.
-        batch_size: slices per forward pass (the last batch may be smaller).
+        batch_size: slices per forward pass (the last batch may be smaller; with ``flip`` the pass holds 2x).
         flip: average with the prediction of the horizontally flipped slices (test-time augmentation).
+            The slices and their mirror images go through ONE forward pass (a batch of 2b).
         encoding: the model's input encoding (``grey`` or ``caffe_bgr``).
 
     Returns:
-        (S, C, H, W) float32 softmax probabilities.
+        (S, C, H, W) float32 softmax probabilities (upsampled and normalised in float32 also when
+        the caller runs the network under autocast).
     """
     check_batch_size(batch_size)
     check_input_encoding(encoding)
@@ -90,10 +92,11 @@ def predict_slices(
     size = tuple(slices.shape[-2:])
     for start in range(0, slices.shape[0], batch_size):
         x = encode_slices(slices[start : start + batch_size], encoding).to(device)  # (b, 3, H, W)
-        prob = torch.softmax(upsample_logits(model(x, text).main, size), dim=1)
+        b = x.shape[0]
         if flip:
-            xf = torch.flip(x, dims=[-1])
-            pf = torch.softmax(upsample_logits(model(xf, text).main, size), dim=1)
-            prob = 0.5 * (prob + torch.flip(pf, dims=[-1]))
-        out.append(prob.float().cpu().numpy())
+            x = torch.cat([x, torch.flip(x, dims=[-1])])  # (2b, 3, H, W)
+        prob = torch.softmax(upsample_logits(model(x, text).main.float(), size), dim=1)
+        if flip:
+            prob = 0.5 * (prob[:b] + torch.flip(prob[b:], dims=[-1]))
+        out.append(prob.cpu().numpy())
     return np.concatenate(out, axis=0)

@@ -124,6 +124,8 @@ class SuiteEntry:
         lower_bound: the no-adaptation lower end of "gap closed" (e.g. source-only; at most one).
         upper_bound: an upper bound that uses target labels (e.g. an oracle): flagged in every
             table and never counted as a UDA result.
+        group: the entry's group in the results document (``--results``), e.g. ``main``,
+            ``ablation``, ``text``; a key of the suite's ``groups`` when the suite has any.
     """
 
     config: str | dict[str, str]
@@ -133,6 +135,21 @@ class SuiteEntry:
     reference: bool = False
     lower_bound: bool = False
     upper_bound: bool = False
+    group: str = "main"
+
+
+@dataclass
+class SuiteGroup:
+    """A group of entries: one table and one conclusion of the results document.
+
+    Attributes:
+        title: the section title (default: the group's name).
+        question: the question the group answers, e.g. "Does the text's content matter?"; the
+            results document answers it from the confidence intervals of its entries.
+    """
+
+    title: str | None = None
+    question: str = ""
 
 
 @dataclass
@@ -210,6 +227,8 @@ class SuiteSpec:
         overrides: training overrides applied to every cell, first.
         evaluation: options of the evaluation of every cell.
         statistics: options of the paired differences.
+        groups: group name -> :class:`SuiteGroup`, in document order (default: the entries'
+            groups in order of first appearance, titled by their names).
     """
 
     entries: dict[str, SuiteEntry]
@@ -221,6 +240,7 @@ class SuiteSpec:
     overrides: list[str] = field(default_factory=list)
     evaluation: EvaluationOptions = field(default_factory=EvaluationOptions)
     statistics: StatisticsOptions = field(default_factory=StatisticsOptions)
+    groups: dict[str, SuiteGroup] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -295,6 +315,16 @@ class Suite:
     def label(self, entry: str) -> str:
         """The table row name of ``entry``."""
         return self.spec.entries[entry].label or entry
+
+    def groups(self) -> dict[str, SuiteGroup]:
+        """Group name -> :class:`SuiteGroup` in document order (see :attr:`SuiteSpec.groups`)."""
+        if self.spec.groups:
+            return dict(self.spec.groups)
+        return {e.group: SuiteGroup() for e in self.spec.entries.values()}
+
+    def group_entries(self, group: str) -> list[str]:
+        """The entries of ``group``, in suite order."""
+        return [n for n, e in self.spec.entries.items() if e.group == group]
 
     def seeds_of(self, entry: str) -> list[int]:
         """The training seeds of ``entry``."""
@@ -460,6 +490,11 @@ def _check(spec: SuiteSpec, path: Path) -> None:
                     f"entries.{n}.config: expected keys DATASET/DIRECTION, DATASET, DIRECTION or '*', found "
                     f"{', '.join(map(repr, bad))}."
                 )
+    if spec.groups:
+        for n, e in spec.entries.items():
+            if e.group not in spec.groups:
+                group_names = ", ".join(spec.groups)
+                fail(f"entries.{n}.group: expected one of {group_names} (the suite's groups), found {e.group!r}.")
     for n, d in spec.datasets.items():
         if (d.prepared is None) == (d.phantom is None):
             fail(f"datasets.{n}: expected exactly one of 'prepared' or 'phantom'.")
@@ -500,6 +535,7 @@ __all__ = [
     "SuiteDataset",
     "SuiteDirection",
     "SuiteEntry",
+    "SuiteGroup",
     "SuiteSpec",
     "file_digest",
     "load_suite",

@@ -134,6 +134,11 @@ def test_document_tables_conclusions_and_figures(tmp_path, suite) -> None:
     assert "MR2CT gap closed (%)" in main and "| Oracle † | 3 | 83.0 ± 1.0 |" in main
     assert "| tcsa | 3 | 53.0 ± 1.0 | 4.7 ± 0.1 | reference | 50 |" in main  # (53 - 23) / (83 - 23)
 
+    vl = md.split("## Vision-language diagnostics")[1].split("##")[0]
+    # (vl_s + vl_t) / 2 = 0.2 x step + seed -> mean over seeds 3 at it 10, 5 at it 20; grad 1e-3 x step
+    assert "| tcsa | MR2CT | 3 (it 10) -> 5 (it 20) | 0.01 (it 10) -> 0.02 (it 20) | 0.3 (it 10) -> 0.3 (it 20) |" in vl
+    assert "| better | MR2CT |" in vl and "| Source only |" not in vl
+
     conclusions = md.split("## Conclusions")[1]
     assert "of these 5 comparisons, about 0.3 would exclude zero by chance alone" in conclusions
     # the oracle is not a baseline; the only baseline differs

@@ -285,6 +285,33 @@ def _vl_value(row: Mapping[str, object], key: str) -> float:
     return logged_float(row[key]) if key in row else math.nan
 
 
+def vl_table(suite: Suite, out: Path) -> str:
+    """Markdown: per entry and block, each :data:`VL_PANELS` value at the first and the last logged step.
+
+    Empty when no cell logged VL diagnostics. Values are means over seeds (as in ``PAGE_vl.png``).
+    """
+    panels = {key: vl_curves(suite, out, key) for key, _ in VL_PANELS}
+    entries = [e for e in suite.spec.entries if e in panels["vl_loss"]]
+    if not entries:
+        return ""
+    head = ["Entry", "Block", *(f"{title}: first -> last" for _key, title in VL_PANELS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in entries:
+        for block in suite.blocks():
+            if block not in panels["vl_loss"][e]:
+                continue
+            cells = []
+            for key, _title in VL_PANELS:
+                steps, values = panels[key].get(e, {}).get(block, (np.zeros(0), np.zeros(0)))
+                if not values.size:
+                    cells.append("n/a")
+                    continue
+                cells.append(f"{values[0]:.3g} (it {steps[0]:.0f}) -> {values[-1]:.3g} (it {steps[-1]:.0f})")
+            label = suite.label(e).replace("|", "\\|")
+            lines.append("| " + " | ".join([label, block[1], *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_vl(suite: Suite, out: Path, path: Path) -> Path | None:
     """``PAGE_vl.png`` (see the module docstring); None when no cell logged VL diagnostics."""
     from matplotlib import colormaps
@@ -401,6 +428,7 @@ def write_results(suite: Suite, out: str | Path, page: str | Path, command: str)
             "",
             f"![VL diagnostics]({vl.name})",
             "",
+            vl_table(suite, out),
         ]
     n_cmp = sum(
         s.diff is not None and not math.isnan(s.diff.low) and not suite.spec.entries[s.entry].upper_bound
@@ -436,6 +464,7 @@ __all__ = [
     "plot_vl",
     "verdict",
     "vl_curves",
+    "vl_table",
     "wall_time",
     "write_results",
 ]

@@ -155,6 +155,9 @@ def test_document_tables_conclusions_and_figures(tmp_path, suite) -> None:
         "No detectable difference from tcsa (the CI contains zero) in 2 entry/block pair(s): twin, noisy."
         in conclusions
     )
+    assert "MR2CT: tcsa ranks 1 of 2 by mean Dice among the entries without target labels (best: tcsa, 53.0)." in (
+        conclusions
+    )
     assert (
         "MR2CT: of the 60.0-point gap between Source only (23.0) and Oracle † (83.0), the entries close tcsa 50%."
         in (conclusions)
@@ -185,6 +188,19 @@ def test_vl_curves_are_means_over_seeds(tmp_path, suite) -> None:
     assert values.tolist() == pytest.approx([3.0, 5.0])
     sv = vl_curves(suite, out, "vl_sv_std")["better"][("ds", "MR2CT")][1]
     assert sv.tolist() == pytest.approx([0.3, 0.3])
+
+
+def test_gap_closed_undefined_is_said(tmp_path, suite, monkeypatch) -> None:
+    out, page = tmp_path / "out", tmp_path / "r.md"
+    monkeypatch.setitem(LEVEL, "orc", 0.10)  # the upper bound below the lower bound
+    _fill(out, suite)
+    write_results(suite, out, page, "cmd")
+    md = page.read_text()
+    assert (
+        "MR2CT: gap closed is undefined: the upper bound Oracle † (13.0) does not exceed the lower bound "
+        "Source only (23.0) at this budget." in md
+    )
+    assert "MR2CT: tcsa ranks 1 of 2" in md
 
 
 def test_no_vl_logs_no_vl_figure_and_wall_time_of_nothing(tmp_path, suite) -> None:

@@ -224,31 +224,42 @@ def _diff_mean(blocks: Mapping[Block, tuple[BlockInfo, Sequence[EntrySummary]]],
 def gap_sentences(
     suite: Suite, blocks: Mapping[Block, tuple[BlockInfo, Sequence[EntrySummary]]], entries: Sequence[str]
 ) -> list[str]:
-    """Per block: the share of the lower -> upper gap each UDA entry of ``entries`` closes, best first."""
+    """Per block: the reference's rank by mean Dice among the UDA entries of ``entries``, and the share
+    of the lower -> upper gap each of them closes (or why that share is undefined)."""
     lines = []
     for block, (_info, summaries) in blocks.items():
-        bounds = gap_entries(suite, [s.entry for s in summaries])
-        if bounds is None:
-            continue
+        by = {s.entry: s for s in summaries}
         uda = [
             s
             for s in summaries
-            if s.gap is not None
-            and s.entry in entries
-            and s.entry not in bounds
-            and not suite.spec.entries[s.entry].upper_bound
+            if s.entry in entries and not suite.spec.entries[s.entry].upper_bound and not math.isnan(s.dice_mean.mean)
         ]
-        if not uda:
+        ref = by.get(suite.reference)
+        if ref is not None and ref in uda:
+            ranked = sorted(uda, key=lambda s: -s.dice_mean.mean)
+            lines.append(
+                f"{block[1]}: {suite.label(suite.reference)} ranks {ranked.index(ref) + 1} of {len(ranked)} "
+                f"by mean Dice among the entries without target labels (best: {suite.label(ranked[0].entry)}, "
+                f"{100 * ranked[0].dice_mean.mean:.1f})."
+            )
+        bounds = gap_entries(suite, list(by))
+        if bounds is None:
             continue
-        by = {s.entry: s for s in summaries}
         lo, hi = by[bounds[0]].dice_mean.mean, by[bounds[1]].dice_mean.mean
-        ranked = sorted(uda, key=lambda s: -(s.gap or 0.0))
-        shown = ", ".join(f"{suite.label(s.entry)} {s.gap:.0f}%" for s in ranked)
-        lines.append(
-            f"{block[1]}: of the {100 * (hi - lo):.1f}-point gap between {suite.label(bounds[0])} "
-            f"({100 * lo:.1f}) and {suite.label(bounds[1])} {UPPER_MARK} ({100 * hi:.1f}), the entries close "
-            f"{shown}."
-        )
+        low_name, high_name = suite.label(bounds[0]), f"{suite.label(bounds[1])} {UPPER_MARK}"
+        if not hi > lo:
+            lines.append(
+                f"{block[1]}: gap closed is undefined: the upper bound {high_name} ({100 * hi:.1f}) does not exceed "
+                f"the lower bound {low_name} ({100 * lo:.1f}) at this budget."
+            )
+            continue
+        closing = sorted((s for s in uda if s.gap is not None and s.entry not in bounds), key=lambda s: -(s.gap or 0.0))
+        if closing:
+            shown = ", ".join(f"{suite.label(s.entry)} {s.gap:.0f}%" for s in closing)
+            lines.append(
+                f"{block[1]}: of the {100 * (hi - lo):.1f}-point gap between {low_name} ({100 * lo:.1f}) and "
+                f"{high_name} ({100 * hi:.1f}), the entries close {shown}."
+            )
     return lines
 
 

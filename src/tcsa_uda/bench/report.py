@@ -18,7 +18,9 @@ One table per (dataset, direction) block, one row per entry:
   from :mod:`tcsa_uda.evaluation.stats` (percentile bootstrap by default: see there why). Units
   whose class-mean Dice is undefined in either entry are dropped and counted.
 * **Gap closed** (when the suite has a ``lower_bound`` and an ``upper_bound`` entry):
-  ``(entry - lower) / (upper - lower)`` in percent, on the Dice class mean.
+  ``(entry - lower) / (upper - lower)`` in percent, on the Dice class mean; undefined unless the
+  upper bound is detectably above the lower bound (the CI of their paired difference, computed as
+  ΔDice, lies above zero).
 
 Upper-bound entries (trained with target labels) are marked ``†`` and never counted as a UDA
 result. The method of every number is stated under each table and in each LaTeX caption.
@@ -355,6 +357,26 @@ def gap_entries(suite: Suite, present: Sequence[str]) -> tuple[str, str] | None:
     return lower, uppers[0]
 
 
+def bounds_difference(
+    by_entry: Mapping[str, Sequence[LongRow]], bounds: tuple[str, str], info: BlockInfo, suite: Suite
+) -> PairedDifference:
+    """The paired difference upper - lower bound in class-mean Dice (same units and CI as ΔDice)."""
+    lower, upper = (unit_dice(by_entry[b], info.classes) for b in bounds)
+    return paired_against(upper, lower, suite)
+
+
+def gap_defined(
+    by_entry: Mapping[str, Sequence[LongRow]], bounds: tuple[str, str], info: BlockInfo, suite: Suite
+) -> bool:
+    """Whether "gap closed" is defined: the upper bound is detectably above the lower bound.
+
+    A gap whose CI contains zero is noise; dividing by it gives meaningless percentages
+    (thousands of percent for a 0.1-point gap).
+    """
+    d = bounds_difference(by_entry, bounds, info, suite)
+    return not math.isnan(d.low) and d.low > 0
+
+
 def summarise_block(rows: Sequence[LongRow], block: Block, info: BlockInfo, suite: Suite) -> list[EntrySummary]:
     """One :class:`EntrySummary` per entry with at least one complete cell in ``block``."""
     mine = [r for r in rows if (r.dataset, r.direction) == block]
@@ -376,12 +398,10 @@ def summarise_block(rows: Sequence[LongRow], block: Block, info: BlockInfo, suit
         missing = tuple(s for s in suite.seeds_of(e) if s not in seeds)
         out.append(EntrySummary(e, len(seeds), missing, dice, dice_mean, assd, assd_mean, diff, None))
     bounds = gap_entries(suite, present)
-    if bounds is None:
+    if bounds is None or not gap_defined(by_entry, bounds, info, suite):
         return out
     means = {s.entry: s.dice_mean.mean for s in out}
     lo, hi = means[bounds[0]], means[bounds[1]]
-    if not hi > lo:
-        return out
     return [
         s if math.isnan(s.dice_mean.mean) else replace(s, gap=100.0 * (s.dice_mean.mean - lo) / (hi - lo)) for s in out
     ]
@@ -466,9 +486,11 @@ def block_notes(suite: Suite, block: Block, info: BlockInfo, summaries: Sequence
     bounds = gap_entries(suite, [s.entry for s in summaries])
     if bounds is not None:
         lo, hi = (suite.label(b) for b in bounds)
-        summary = {s.entry: s for s in summaries}
-        if summary[bounds[1]].dice_mean.mean <= summary[bounds[0]].dice_mean.mean:
-            notes.append(f"Gap closed: n/a, the upper bound {hi!r} does not exceed the lower bound {lo!r}.")
+        if all(s.gap is None for s in summaries):
+            notes.append(
+                f"Gap closed: n/a, the upper bound {hi!r} is not detectably above the lower bound {lo!r} "
+                "(the CI of their paired difference reaches zero or below)."
+            )
         else:
             notes.append(
                 f"Gap closed = (entry - lower) / (upper - lower) x 100 on the Dice Mean column, lower = {lo!r}, "

@@ -247,10 +247,10 @@ def gap_sentences(
             continue
         lo, hi = by[bounds[0]].dice_mean.mean, by[bounds[1]].dice_mean.mean
         low_name, high_name = suite.label(bounds[0]), f"{suite.label(bounds[1])} {UPPER_MARK}"
-        if not hi > lo:
+        if all(s.gap is None for s in summaries):
             lines.append(
-                f"{block[1]}: gap closed is undefined: the upper bound {high_name} ({100 * hi:.1f}) does not exceed "
-                f"the lower bound {low_name} ({100 * lo:.1f}) at this budget."
+                f"{block[1]}: gap closed is undefined: the upper bound {high_name} ({100 * hi:.1f}) is not detectably "
+                f"above the lower bound {low_name} ({100 * lo:.1f}) at this budget."
             )
             continue
         closing = sorted((s for s in uda if s.gap is not None and s.entry not in bounds), key=lambda s: -(s.gap or 0.0))
@@ -418,7 +418,9 @@ def write_results(suite: Suite, out: str | Path, page: str | Path, command: str)
     if diffs:
         md.append(
             f"- ΔDice: mean paired difference (Dice points) to {suite.label(suite.reference)}, paired over "
-            f"(seed, test volume) units; {diffs[0].describe()}. `n` = paired units."
+            f"(seed, test volume) units of the seeds both entries have (a 3-seed row is compared with the "
+            f"reference's runs of the same 3 seeds; the reference row's own mean is over all its seeds); "
+            f"{diffs[0].describe()}. `n` = paired units."
         )
     md.append(f"- {UPPER_MARK} upper bound trained with target labels: not a UDA result.")
     md.append("")

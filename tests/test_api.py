@@ -51,6 +51,7 @@ def _checkpoint(path: Path, encoding: str = "grey") -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_load_model_is_lazy_and_public() -> None:
     code = (
         "import sys, tcsa_uda.data; "

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -56,6 +57,7 @@ def save_tiny_bert(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_embed_text_prints_tables_and_writes_a_file_the_file_encoder_reads(tmp_path):
     ds = make_dataset(tmp_path / "ds")
     model = save_tiny_bert(tmp_path / "bert")
@@ -81,6 +83,7 @@ def test_embed_text_prints_tables_and_writes_a_file_the_file_encoder_reads(tmp_p
     torch.testing.assert_close(reloaded.embeddings, direct.embeddings)
 
 
+@pytest.mark.slow
 def test_embed_text_descriptions_option(tmp_path):
     ds = make_dataset(tmp_path / "ds")
     model = save_tiny_bert(tmp_path / "bert")

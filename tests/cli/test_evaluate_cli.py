@@ -23,6 +23,8 @@ from tcsa_uda.evaluation.evaluate import evaluate_domain
 from tcsa_uda.evaluation.model import load_model
 from tcsa_uda.train_config import TrainConfig
 
+pytestmark = pytest.mark.slow  # trainings through the engine: seconds each (README, Tests)
+
 CLASS_NAMES = ["myocardium", "left atrium blood cavity", "left ventricle blood cavity", "ascending aorta"]
 
 

@@ -19,6 +19,8 @@ from tcsa_uda.engine.trainer import train
 from tcsa_uda.evaluation.report import FIGURE_FILES
 from tcsa_uda.train_config import TrainConfig
 
+pytestmark = pytest.mark.slow  # trainings through the engine: seconds each (README, Tests)
+
 FAST = ["--slices", "2", "--tsne-slices", "2", "--tsne-pixels", "10", "--device", "cpu"]
 
 

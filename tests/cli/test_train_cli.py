@@ -17,6 +17,8 @@ from tcsa_uda.data.prepare import prepare_dataset
 from tcsa_uda.engine.checkpoint import load_checkpoint
 from tcsa_uda.train_config import TrainConfig
 
+pytestmark = pytest.mark.slow  # trainings through the engine: seconds each (README, Tests)
+
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory) -> Path:

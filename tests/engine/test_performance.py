@@ -129,6 +129,7 @@ def test_compiled_wrapper_keeps_the_state_dict_of_the_module(monkeypatch: pytest
     assert list(wrapped.state_dict()) == ["module.scale"]
 
 
+@pytest.mark.slow
 def test_bf16_channels_last_run_records_precision_and_a_compile_fallback(
     tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

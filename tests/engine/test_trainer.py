@@ -15,6 +15,8 @@ from tcsa_uda.engine.trainer import train
 from tcsa_uda.errors import ConfigError, MissingPathError
 from tcsa_uda.train_config import TrainConfig
 
+pytestmark = pytest.mark.slow  # trainings through the engine: seconds each (README, Tests)
+
 
 def _cfg(overrides, stages="[{method: source_only, iterations: 3}]", extra=()):
     return load_config(TrainConfig, None, [*overrides, f"stages={stages}", *extra])

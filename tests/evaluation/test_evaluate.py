@@ -388,6 +388,7 @@ def test_model_on_prepared_and_raw_folders_gives_the_same_numbers(tmp_path, raw)
     assert saved.shape == SHAPE and int(saved.header["intent_code"]) == 1002  # written as a label map
 
 
+@pytest.mark.slow
 def test_model_errors_name_the_problem(tmp_path, raw):
     ck = _checkpoint(tmp_path / "ck.pt")
     loaded = load_model(ck)

@@ -309,6 +309,7 @@ def test_outputs_inside_the_input_folder_are_not_predicted_again(tmp_path, ckpt)
     assert sorted(p.name for p in (inp / "pred").iterdir()) == [".tcsa-uda-outputs.json", "a.nii.gz", "predict.json"]
 
 
+@pytest.mark.slow
 def test_the_recorded_input_encoding_is_applied(tmp_path):
     """Same weights, caffe_bgr recorded: predict feeds caffe-encoded slices (equal to predict_volume
     with that encoding, different from grey) and records the encoding."""
@@ -337,6 +338,7 @@ def test_the_recorded_input_encoding_is_applied(tmp_path):
     np.testing.assert_allclose(out["caffe"], np.moveaxis(ref.probabilities, 0, -1), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_output_folder_holding_an_input_or_dataset_labels_is_refused(tmp_path, ckpt):
     """Even --overwrite never lets predict write next to its inputs or a dataset's ground truth."""
     inp = tmp_path / "in"

@@ -152,6 +152,7 @@ def test_parity_with_the_authors_forward_pass_both_text_rows(imported, golden) -
     assert np.abs(golden["main_MR"] - golden["main_CT"]).max() > 100 * TOLERANCE
 
 
+@pytest.mark.slow
 def test_the_paper_variant_does_not_match(mapped, golden) -> None:
     """The attention ReLUs are what the parity depends on: the paper variant is far off."""
     paper = model_from_checkpoint({**release_checkpoint(mapped, "MR2CT"), "model_kwargs": {"variant": "paper"}})
@@ -274,6 +275,7 @@ def test_a_pickled_payload_is_refused_without_running(tmp_path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict_an_imported_model_in_memory(mapped, tmp_path) -> None:
     """The library path evaluate and predict use, on a tiny synthetic dataset (slices of 32 pixels)."""
     from tcsa_uda.data.contract import load_dataset

@@ -29,6 +29,8 @@ from tcsa_uda.evaluation.report import (
 )
 from tcsa_uda.train_config import TrainConfig
 
+pytestmark = pytest.mark.slow  # trainings through the engine: seconds each (README, Tests)
+
 FAST = ReportOptions(n_slices=3, tsne_slices=4, tsne_per_class=20)
 
 

@@ -125,6 +125,7 @@ def test_missing_oracle_or_select_rows_are_clear_errors(tmp_path: Path) -> None:
         study_run(_write_run(tmp_path / "b", {"stage1_tcsa": [{"step": 1, "kind": "train", "loss": 1.0}]}))
 
 
+@pytest.mark.slow
 def test_markdown_table_and_script(tmp_path: Path) -> None:
     a = _write_run(tmp_path / "seed0", {"stage1_tcsa": _rows(TABLE)})
     b = _write_run(

@@ -31,6 +31,8 @@ from tcsa_uda.engine.trainer import train
 from tcsa_uda.methods import Ablation, available_methods, method_class
 from tcsa_uda.train_config import TrainConfig
 
+pytestmark = pytest.mark.slow  # trainings through the engine: seconds each (README, Tests)
+
 CASES: list[tuple[str, Ablation | None]] = [
     (name, ab) for name in available_methods() for ab in (None, *method_class(name).ablations)
 ]

@@ -52,6 +52,7 @@ def _rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), 1e-12)
 
 
+@pytest.mark.slow
 def test_bf16_autocast_iterations_track_fp32_losses(make_context, make_batches) -> None:
     """Three ``adaoutput`` iterations under bf16 autocast on CPU stay within 2 % of fp32 (relative).
 
@@ -75,6 +76,7 @@ def test_bf16_autocast_iterations_track_fp32_losses(make_context, make_batches) 
     assert any(a["loss"] != b["loss"] for a, b in zip(fp32, bf16, strict=True))  # bf16 did run
 
 
+@pytest.mark.slow
 def test_bf16_first_tcsa_iteration_tracks_fp32(make_context, make_batches) -> None:
     """One ``tcsa`` iteration (same weights): every loss within 2 %, ``vl_t`` within 10 %.
 
@@ -88,6 +90,7 @@ def test_bf16_first_tcsa_iteration_tracks_fp32(make_context, make_batches) -> No
     assert _rel(fp32["vl_t"], bf16["vl_t"]) < 1e-1
 
 
+@pytest.mark.slow
 def test_channels_last_gives_the_losses_of_contiguous_memory(make_context, make_batches) -> None:
     """Same math in another memory layout: relative differences below 1e-4 (measured: 6e-6) over 3 iterations."""
     plain, _ = _run(make_context, make_batches, "tcsa")

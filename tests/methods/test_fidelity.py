@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -46,6 +47,7 @@ def test_vl_gradient_reaches_visual_embedding_only_in_paper_mode(make_context, m
         assert has_grad is expect, fidelity
 
 
+@pytest.mark.slow
 def test_every_method_runs_one_iteration(make_context, make_batches):
     for name in available_methods():
         ctx = make_context("light", 3, base_width=8)

@@ -22,6 +22,7 @@ def test_loss_is_source_segmentation_plus_weighted_target_entropy(make_context, 
     assert logs["ent_main"] == pytest.approx(entropy_loss(out.main_t).item(), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_training_lowers_target_entropy(make_context, make_batches):
     ctx = make_context("light", 3, base_width=8)
     method = build_method("minent", ctx, {"ent_main": 5.0, "ent_aux": 5.0})  # entropy term dominates

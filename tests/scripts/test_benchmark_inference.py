@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # trainings through the engine: seconds each (README, Tests)
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "benchmark_inference.py"
 
 

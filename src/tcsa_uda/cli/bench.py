@@ -31,7 +31,7 @@ def bench_command(
     report_only: bool = typer.Option(False, "--report-only", help="Only rewrite the report from the complete cells."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over the cells."),
     results: Path | None = typer.Option(
-        None, "--results", help="Also write a results document (markdown + figures next to it), e.g. docs/results.md."
+        None, "--results", help="Also write a results document (markdown + figures next to it), e.g. out/results.md."
     ),
 ) -> None:
     """Run a benchmark suite (entries x datasets x directions x seeds) and write its tables and figure."""

@@ -373,6 +373,7 @@ def test_output_folder_keeps_files_evaluate_did_not_write(tmp_path, raw, preds):
 # ------------------------------------------------------------------------------------ model
 
 
+@pytest.mark.slow
 def test_model_on_prepared_and_raw_folders_gives_the_same_numbers(tmp_path, raw):
     loaded = load_model(_checkpoint(tmp_path / "ck.pt"))
     index = prepare_dataset(raw, tmp_path / "prep", size=16, progress=False)
@@ -417,6 +418,7 @@ def test_model_errors_name_the_problem(tmp_path, raw):
         resolve_checkpoint(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_model_selection_is_recorded(tmp_path, raw):
     res = run_evaluation(
         raw,

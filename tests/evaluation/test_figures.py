@@ -160,6 +160,7 @@ def _vl_rows(steps, grad_zero_until: int = 0):
     return rows
 
 
+@pytest.mark.slow
 def test_vl_diagnostics_figure_and_curves_without_diagnostic_panels(tmp_path):
     run = tmp_path / "run"
     _write_stage(run, "stage1_adaoutput", _train(range(1, 4), seg=lambda s: 1.0, adv=lambda s: 0.01))

@@ -87,6 +87,7 @@ def _clusters(seed: int = 0) -> PixelFeatures:
     return PixelFeatures(np.concatenate(feats).astype(np.float32), np.array(classes), np.array(domains), ("MR", "CT"))
 
 
+@pytest.mark.slow
 def test_tsne_embedding_keeps_labels_separates_classes_and_is_reproducible():
     samples = _clusters()
     emb = tsne_embedding(samples, random_state=0, feature="f_vis")

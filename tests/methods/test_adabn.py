@@ -32,6 +32,7 @@ def test_cumulative_statistics_of_a_single_layer_are_the_batch_statistics():
         recompute_batchnorm_statistics(bn, [], bn)
 
 
+@pytest.mark.slow
 def test_adabn_trains_source_only_and_sets_every_batchnorm_to_the_target_statistics(make_context, make_batches):
     ctx = make_context("light", 3, base_width=8)
     method = build_method("adabn", ctx)

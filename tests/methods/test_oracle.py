@@ -25,6 +25,7 @@ class RecordingBatch(dict):
         return super().get(key, default)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", available_methods())
 def test_only_methods_that_declare_it_read_target_labels(make_context, make_batches, name):
     cls = method_class(name)

@@ -123,6 +123,7 @@ def test_spread_of_the_similarity_matrices_is_logged(make_context, make_batches)
         ({"vl": False, "proto": False}, {"vl_source", "vl_target", "proto"}, {"proto", *VL_LOG_KEYS}),
     ],
 )
+@pytest.mark.slow
 def test_switched_off_terms_are_not_built_computed_or_logged(
     make_context, make_batches, options, absent_modules, absent_logs
 ):

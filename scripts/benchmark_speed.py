@@ -297,8 +297,16 @@ def train_cell(
         step += 1
         method.training_step(src, tgt, iteration=step, optimizers=opts)
 
+    return _measure(one, perf, device, args, count_flops)
+
+
+def _measure(
+    one: Callable[[], None], perf: RunPerformance, device: torch.device, args: argparse.Namespace, count_flops: bool
+) -> tuple[Measure, float | None]:
+    """Warm up, time ``one`` and read the peak memory; with ``count_flops`` the first (untimed) warm-up
+    call also counts the FLOPs."""
     flops: float | None = None
-    if count_flops:  # an untimed step: also the first warm-up step
+    if count_flops:
         with FlopCounterMode(display=False) as counter:
             one()
         flops = float(counter.get_total_flops())
@@ -327,17 +335,7 @@ def inference_cell(
         with autocast(perf.name, device):
             predict_slices(forward, slices, text, batch_size=n, encoding="grey")
 
-    flops: float | None = None
-    if count_flops:
-        with FlopCounterMode(display=False) as counter:
-            one()
-        flops = float(counter.get_total_flops())
-    memory_note = _reset_peak(device)
-    for _ in range(max(args.warmup - (1 if count_flops else 0), 0)):
-        one()
-    sec, others = _timed(one, device, args)
-    note = _compile_note(perf) or memory_note
-    return Measure(seconds=sec, peak_gib=_peak_gib(device), note=note, others=others), flops
+    return _measure(one, perf, device, args, count_flops)
 
 
 # ----------------------------------------------------------------------------------------- tables

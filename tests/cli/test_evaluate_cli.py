@@ -10,13 +10,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from tcsa_uda.cli import main
 from tcsa_uda.config import load_config
 from tcsa_uda.data.contract import load_dataset, write_dataset_json
-from tcsa_uda.data.phantom import generate_phantom
-from tcsa_uda.data.prepare import prepare_dataset
 from tcsa_uda.data.prepared import load_prepared
 from tcsa_uda.engine.trainer import train
 from tcsa_uda.evaluation.evaluate import evaluate_domain
@@ -29,12 +26,9 @@ CLASS_NAMES = ["myocardium", "left atrium blood cavity", "left ventricle blood c
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict[str, Path]:
+def tiny(tmp_path_factory, tiny_data) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny_eval")
-    generate_phantom(root / "raw", seed=3, cases=5, shape=(16, 48, 48), progress=False)
-    index = prepare_dataset(root / "raw", root / "prepared", size=32, progress=False)
-    g = torch.Generator().manual_seed(0)
-    torch.save({"embeddings": torch.randn(2, index.num_classes, 16, generator=g)}, root / "text.pt")
+    tiny_data(root)
     cfg = load_config(
         TrainConfig,
         None,

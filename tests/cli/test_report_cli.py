@@ -11,8 +11,6 @@ from matplotlib.image import imread
 
 from tcsa_uda.cli import main
 from tcsa_uda.config import load_config
-from tcsa_uda.data.phantom import generate_phantom
-from tcsa_uda.data.prepare import prepare_dataset
 from tcsa_uda.data.prepared import load_prepared
 from tcsa_uda.engine.checkpoint import load_checkpoint, save_checkpoint
 from tcsa_uda.engine.trainer import train
@@ -25,14 +23,11 @@ FAST = ["--slices", "2", "--tsne-slices", "2", "--tsne-pixels", "10", "--device"
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> Iterator[Path]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("report_cli")
-    generate_phantom(root / "raw", seed=3, cases=5, shape=(16, 48, 48), progress=False)
-    idx = prepare_dataset(root / "raw", root / "prepared", size=32, progress=False)
-    g = torch.Generator().manual_seed(0)
-    torch.save({"embeddings": torch.randn(2, idx.num_classes, 16, generator=g)}, root / "text.pt")
+    tiny_data(root)
     cfg = load_config(TrainConfig, None, [
         f"data.prepared={root / 'prepared'}", "data.source=MR", "data.target=CT", "data.batch_size=2",
         "model.name=light", "model.base_width=8", "model.disc_width=8", f"text.encoder=file:{root / 'text.pt'}",

@@ -12,8 +12,6 @@ import torch
 
 from tcsa_uda.cli import main
 from tcsa_uda.config import load_config, save_config
-from tcsa_uda.data.phantom import generate_phantom
-from tcsa_uda.data.prepare import prepare_dataset
 from tcsa_uda.engine.checkpoint import load_checkpoint
 from tcsa_uda.train_config import TrainConfig
 
@@ -21,13 +19,10 @@ pytestmark = pytest.mark.slow  # trainings through the engine: seconds each (REA
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory) -> Path:
+def config(tmp_path_factory, tiny_data) -> Path:
     """A YAML config of a tiny 1-stage run (phantom, light model, CPU, checkpoint every 2 iterations)."""
     root = tmp_path_factory.mktemp("train_cli")
-    generate_phantom(root / "raw", seed=3, cases=5, shape=(16, 48, 48), progress=False)
-    idx = prepare_dataset(root / "raw", root / "prepared", size=32, progress=False)
-    g = torch.Generator().manual_seed(0)
-    torch.save({"embeddings": torch.randn(2, idx.num_classes, 16, generator=g)}, root / "text.pt")
+    tiny_data(root)
     cfg = load_config(TrainConfig, None, [
         f"data.prepared={root / 'prepared'}", "data.source=MR", "data.target=CT", "data.batch_size=2",
         "model.name=light", "model.base_width=8", f"text.encoder=file:{root / 'text.pt'}", "tensorboard=false",

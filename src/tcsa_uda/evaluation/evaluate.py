@@ -159,14 +159,7 @@ def evaluate_domain(
         labels, tails[case.id] = apply_tail_policy(labels, prepared.geometry.axis, settings.tail_policy)
         return labels
 
-    meta = {
-        "domain": domain,
-        "split": split,
-        "metrics": settings.metrics,
-        "unlabelled_cases": unlabelled,
-        "batch_size": batch,
-        "precision": prec,
-    }
+    meta = _meta(domain, split, settings, unlabelled, batch, prec)
     acc = _evaluate_cases(cases, predict, loaded.class_names, settings, meta, progress, save_dir)
     return _with_tails(acc, tails, settings)
 
@@ -225,16 +218,23 @@ def evaluate_dataset(
         labels, tails[case.id] = apply_tail_policy(pred.labels, pred.geometry.axis, settings.tail_policy)
         return labels
 
-    meta = {
+    meta = _meta(domain, split, settings, unlabelled, batch, prec)
+    acc = _evaluate_cases(cases, predict, loaded.class_names, settings, meta, progress, save_dir)
+    return _with_tails(acc, tails, settings)
+
+
+def _meta(
+    domain: str, split: str, settings: EvalSettings, unlabelled: list[str], batch: int, precision: str
+) -> dict[str, Any]:
+    """The ``meta`` both evaluation paths record: what was evaluated and how it was run."""
+    return {
         "domain": domain,
         "split": split,
         "metrics": settings.metrics,
         "unlabelled_cases": unlabelled,
         "batch_size": batch,
-        "precision": prec,
+        "precision": precision,
     }
-    acc = _evaluate_cases(cases, predict, loaded.class_names, settings, meta, progress, save_dir)
-    return _with_tails(acc, tails, settings)
 
 
 def _with_tails(acc: MetricAccumulator, tails: dict[str, int], settings: EvalSettings) -> MetricAccumulator:

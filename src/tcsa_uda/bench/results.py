@@ -57,6 +57,7 @@ VL_PANELS: tuple[tuple[str, str], ...] = (
     ("vl_sv_std", "S_v off-diagonal std (source, target mean)"),
 )
 """The panels of ``PAGE_vl.png``: derived key and title."""
+VL_KEYS: tuple[str, ...] = tuple(key for key, _title in VL_PANELS)
 
 
 @dataclass(frozen=True)
@@ -269,21 +270,35 @@ def gap_sentences(
 VlCurves = dict[str, dict[Block, tuple[np.ndarray, np.ndarray]]]
 
 
-def vl_curves(suite: Suite, out: Path, key: str) -> VlCurves:
-    """entry -> block -> (steps, mean over seeds) of a :data:`VL_PANELS` key, for entries that logged it."""
-    acc: dict[tuple[str, Block], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+VlPanels = dict[str, VlCurves]
+
+
+def vl_panels(suite: Suite, out: Path, keys: Sequence[str] = VL_KEYS) -> VlPanels:
+    """key -> entry -> block -> (steps, mean over seeds), for entries that logged VL diagnostics.
+
+    Each complete cell's ``metrics.jsonl`` files are read once for all ``keys``.
+    """
+    acc: dict[tuple[str, str, Block], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for cell in complete_cells(suite, out):
+        block = (cell.dataset, cell.direction)
         for stage in load_run_metrics(out / cell.rel_dir / "run"):
-            rows = [r for r in stage.rows if r.get("kind", "train") == "train" and "vl_grad_embed" in r]
-            for r in rows:
-                value = _vl_value(r, key)
-                if math.isfinite(value):
-                    acc[(cell.entry, (cell.dataset, cell.direction))][int(r["step"])].append(value)
-    curves: VlCurves = defaultdict(dict)
-    for (entry, block), by_step in acc.items():
+            for r in stage.rows:
+                if r.get("kind", "train") != "train" or "vl_grad_embed" not in r:
+                    continue
+                for key in keys:
+                    value = _vl_value(r, key)
+                    if math.isfinite(value):
+                        acc[(key, cell.entry, block)][int(r["step"])].append(value)
+    panels: VlPanels = {key: defaultdict(dict) for key in keys}
+    for (key, entry, block), by_step in acc.items():
         steps = np.array(sorted(by_step), dtype=np.float64)
-        curves[entry][block] = (steps, np.array([np.mean(by_step[int(s)]) for s in steps]))
-    return dict(curves)
+        panels[key][entry][block] = (steps, np.array([np.mean(by_step[int(s)]) for s in steps]))
+    return {key: dict(curves) for key, curves in panels.items()}
+
+
+def vl_curves(suite: Suite, out: Path, key: str) -> VlCurves:
+    """entry -> block -> (steps, mean over seeds) of one :data:`VL_PANELS` key (see :func:`vl_panels`)."""
+    return vl_panels(suite, out, (key,))[key]
 
 
 def _vl_value(row: Mapping[str, object], key: str) -> float:
@@ -296,12 +311,11 @@ def _vl_value(row: Mapping[str, object], key: str) -> float:
     return logged_float(row[key]) if key in row else math.nan
 
 
-def vl_table(suite: Suite, out: Path) -> str:
+def vl_table(suite: Suite, panels: VlPanels) -> str:
     """Markdown: per entry and block, each :data:`VL_PANELS` value at the first and the last logged step.
 
     Empty when no cell logged VL diagnostics. Values are means over seeds (as in ``PAGE_vl.png``).
     """
-    panels = {key: vl_curves(suite, out, key) for key, _ in VL_PANELS}
     entries = [e for e in suite.spec.entries if e in panels["vl_loss"]]
     if not entries:
         return ""
@@ -323,12 +337,11 @@ def vl_table(suite: Suite, out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_vl(suite: Suite, out: Path, path: Path) -> Path | None:
+def plot_vl(suite: Suite, panels: VlPanels, path: Path) -> Path | None:
     """``PAGE_vl.png`` (see the module docstring); None when no cell logged VL diagnostics."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
-    panels = {key: vl_curves(suite, out, key) for key, _ in VL_PANELS}
     entries = [e for e in suite.spec.entries if e in panels["vl_loss"]]
     if not entries:
         return None
@@ -390,7 +403,8 @@ def write_results(suite: Suite, out: str | Path, page: str | Path, command: str)
         b: (info, [s for s in ss if s.entry in suite.group_entries(first)]) for b, (info, ss) in blocks.items()
     }
     files["dice_figure"] = plot_bench(suite, main_blocks, page.with_name(f"{page.stem}_dice.png"))
-    vl = plot_vl(suite, out, page.with_name(f"{page.stem}_vl.png"))
+    panels = vl_panels(suite, out)
+    vl = plot_vl(suite, panels, page.with_name(f"{page.stem}_vl.png"))
     if vl is not None:
         files["vl_figure"] = vl
     elapsed, summed, n_done = wall_time(suite, out)
@@ -441,7 +455,7 @@ def write_results(suite: Suite, out: str | Path, page: str | Path, command: str)
             "",
             f"![VL diagnostics]({vl.name})",
             "",
-            vl_table(suite, out),
+            vl_table(suite, panels),
         ]
     n_cmp = sum(
         s.diff is not None and not math.isnan(s.diff.low) and not suite.spec.entries[s.entry].upper_bound
@@ -477,6 +491,7 @@ __all__ = [
     "plot_vl",
     "verdict",
     "vl_curves",
+    "vl_panels",
     "vl_table",
     "wall_time",
     "write_results",
